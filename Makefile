@@ -1,0 +1,39 @@
+# One-command setup for a fresh machine: `make demo` (CPU demo) and `make test` (the test suite).
+# On a CPU host torch's CPU build is installed first so that nothing pulls a CUDA torch; set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu where your pip does not already find it.
+
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+TORCH_SPEC ?= torch==2.13.0
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+
+.PHONY: setup demo test lint e2e clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: setup.py
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(PY) scripts/check_cpu_install.py --dry-run-requirements ".[test]"
+	$(PY) -m pip install -q -e ".[test]"
+	$(PY) scripts/check_cpu_install.py
+	touch $@
+
+demo: setup
+	$(VENV)/bin/coact-verl demo
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest -p no:cacheprovider $(PYTEST_ARGS) tests
+
+e2e: setup
+	$(PY) -m pytest -m e2e $(PYTEST_ARGS) tests
+
+clean:
+	rm -rf $(VENV) demo_run

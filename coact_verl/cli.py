@@ -1,0 +1,69 @@
+"""``coact-verl`` command line: prepare data, run the CPU demo, score saved rollouts, serve the oracle."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def _prepare(args: argparse.Namespace) -> int:
+    from coact_verl.data.prepare import prepare
+
+    for name, path in prepare(args.dataset, args.src, args.out, max_train=args.max_train).items():
+        print(f"{name}: {path}")
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from coact_verl.demo import run_demo
+
+    run = run_demo(args.workdir, steps=args.steps, extra_overrides=args.overrides)
+    return 0 if run.returncode == 0 and run.steps else 1
+
+
+def _config_dir(_: argparse.Namespace) -> int:
+    from coact_verl.launch import config_dir
+
+    print(config_dir())
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="coact-verl", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    prep = sub.add_parser("prepare", help="write a dataset as verl parquet (gold answers kept aside)")
+    prep.add_argument("--dataset", required=True, choices=["gsm8k", "math500", "ocw", "arithmetic"])
+    prep.add_argument("--src", default=None, help="local jsonl file/folder, or a hub dataset name")
+    prep.add_argument("--out", required=True, help="output folder")
+    prep.add_argument("--max-train", type=int, default=None, help="keep at most this many training prompts")
+    prep.set_defaults(func=_prepare)
+
+    demo = sub.add_parser("demo", help="run a few CoAct GRPO steps on CPU with a tiny local model")
+    demo.add_argument("--workdir", default="demo_run")
+    demo.add_argument("--steps", type=int, default=3)
+    demo.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. coact.router.policy=random")
+    demo.set_defaults(func=_demo)
+
+    cfg = sub.add_parser("config-dir", help="print the folder of the shipped Hydra configs")
+    cfg.set_defaults(func=_config_dir)
+
+    for module, adder in (
+        ("coact_verl.consistency.offline", "add_score_subcommand"),
+        ("coact_verl.oracle.cli", "add_oracle_subcommand"),
+    ):
+        try:
+            getattr(__import__(module, fromlist=[adder]), adder)(sub)
+        except ImportError as error:  # keep the other commands usable; say what is missing
+            missing = sub.add_parser(module.rsplit(".", 1)[-1], help=f"unavailable: {error}")
+            missing.set_defaults(func=lambda _a, e=error: sys.exit(f"coact-verl: {e}"))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,213 @@
+"""Typed configuration for every CoAct stage.
+
+The Hydra YAMLs in ``configs/`` keep all plugin settings under one top-level ``coact:`` key; verl never
+reads it. :func:`CoActConfig.from_mapping` turns that mapping (an OmegaConf node or a plain dict) into
+frozen dataclasses, rejecting unknown keys so that a typo fails at start-up instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+TASKS = ("gsm8k", "math", "numeric")
+ROUTER_POLICIES = ("coact", "lowest_agreement", "random", "self_only", "gold_all")
+ORACLE_BACKENDS = ("gold", "llm_judge", "human", "simulated")
+
+
+@dataclass(frozen=True)
+class ConsistencyConfig:
+    """How answers are extracted and clustered.
+
+    Args:
+        task: answer format, one of ``gsm8k`` (``#### n``), ``math`` (``\\boxed{}``), ``numeric`` (numbers with units).
+        use_math_verify: merge clusters with math-verify (in a process pool) after the fast canonical pass.
+        verify_timeout_s: hard timeout of one math-verify call, in seconds; a timeout counts as "not equal".
+        verify_workers: processes in the math-verify pool.
+        numeric_rel_tol: relative tolerance for numeric answers (``numeric`` task and float fallbacks).
+        percent: how ``10\\%`` compares: ``strip`` (equals 10), ``fraction`` (equals 1/10) or ``keep`` (text).
+        verify_start_method: start method of the math-verify workers, ``spawn`` or ``forkserver``.
+        verify_memory_mb: address-space limit of one math-verify worker in MiB (0: none); a parse or
+            comparison that needs more fails like a timeout instead of exhausting the host.
+        cache_size: distinct answers (and answer pairs) whose math-verify results are kept (LRU).
+    """
+
+    task: str = "gsm8k"
+    use_math_verify: bool = True
+    verify_timeout_s: float = 5.0
+    verify_workers: int = 1
+    numeric_rel_tol: float = 1e-2
+    percent: str = "strip"
+    verify_start_method: str = "spawn"
+    verify_memory_mb: int = 4096
+    cache_size: int = 100_000
+
+    def __post_init__(self) -> None:
+        if self.task not in TASKS:
+            raise ValueError(f"coact.consistency.task must be one of {TASKS}, got {self.task!r}")
+        if self.verify_timeout_s <= 0 or self.verify_workers < 1:
+            raise ValueError("coact.consistency.verify_timeout_s must be > 0 and verify_workers >= 1")
+        if not 0.0 <= self.numeric_rel_tol < 1.0:
+            raise ValueError(f"coact.consistency.numeric_rel_tol must lie in [0, 1), got {self.numeric_rel_tol}")
+        if self.percent not in ("strip", "fraction", "keep"):
+            raise ValueError(f"coact.consistency.percent must be strip, fraction or keep, got {self.percent!r}")
+        if self.verify_start_method not in ("spawn", "forkserver"):
+            raise ValueError(
+                f"coact.consistency.verify_start_method must be spawn or forkserver, got {self.verify_start_method!r}"
+            )
+        if self.verify_memory_mb < 0 or self.cache_size < 1:
+            raise ValueError("coact.consistency.verify_memory_mb must be >= 0 and cache_size >= 1")
+
+
+@dataclass(frozen=True)
+class RouterConfig:
+    """Which groups are self-labelled, sent to the oracle, or dropped.
+
+    Args:
+        policy: ``coact`` (low-agreement + k-NN out-of-distribution), ``lowest_agreement``, ``random``,
+            ``self_only`` (no oracle, TTRL-like) or ``gold_all`` (every group to the oracle; a full-label baseline).
+        self_label_threshold: τ_self, a share of n in (0, 1]; agreement ≥ τ_self is self-labelled.
+        self_label_unanimous: whether unanimous groups (agreement 1) are self-labelled.
+        oracle_share_per_step: share of a step's groups the oracle may label (the per-step budget), in [0, 1].
+        knn_share: part of the per-step budget spent on self-label-band groups far from verified prompts.
+        knn_k: neighbours for the k-NN distance (CoAct uses 50; fewer verified prompts use all of them).
+        spot_check_rate: probability that a unanimous group is sent to the oracle anyway.
+        seed: seed for the random policy and spot checks.
+        knn_max_reference: most oracle-verified prompt embeddings kept for the k-NN distance (oldest dropped first).
+        online_window: W, the number of recent groups whose agreement/distance sets the online pacing quantiles.
+    """
+
+    policy: str = "coact"
+    self_label_threshold: float = 0.5
+    self_label_unanimous: bool = True
+    oracle_share_per_step: float = 0.2
+    knn_share: float = 0.5
+    knn_k: int = 50
+    spot_check_rate: float = 0.0
+    seed: int = 0
+    knn_max_reference: int = 4096
+    online_window: int = 512
+
+    def __post_init__(self) -> None:
+        if self.policy not in ROUTER_POLICIES:
+            raise ValueError(f"coact.router.policy must be one of {ROUTER_POLICIES}, got {self.policy!r}")
+        for name in ("self_label_threshold", "oracle_share_per_step", "knn_share", "spot_check_rate"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"coact.router.{name} must lie in [0, 1], got {value}")
+        if self.knn_k < 1 or self.knn_max_reference < 1 or self.online_window < 1:
+            raise ValueError("coact.router.knn_k, knn_max_reference and online_window must be >= 1")
+
+
+@dataclass(frozen=True)
+class OracleConfig:
+    """Where labels come from and how long training may wait for them.
+
+    Args:
+        url: base URL of a running oracle service; ``None`` starts one locally next to the trainer.
+        backend: ``gold``, ``llm_judge``, ``human`` or ``simulated`` (used when the service is started locally).
+        db_path: SQLite file of a locally started service.
+        gold_path: parquet/jsonl with hidden gold answers (``prompt_id``, ``answer``) for the gold backend and metrics.
+        budget_total: labels the run may spend in total; ``None`` means unbounded.
+        token: trainer token for the service (a local service is started with it).
+        request_timeout_s: timeout of one HTTP request, in seconds.
+        max_wait_s: the longest training waits for one group's label, retries included, in seconds.
+        retries: retries after a failed request (exponential backoff).
+    """
+
+    url: str | None = None
+    backend: str = "gold"
+    db_path: str = "oracle.sqlite"
+    gold_path: str | None = None
+    budget_total: int | None = None
+    token: str = "coact-trainer"
+    request_timeout_s: float = 2.0
+    max_wait_s: float = 5.0
+    retries: int = 2
+
+    def __post_init__(self) -> None:
+        if self.backend not in ORACLE_BACKENDS:
+            raise ValueError(f"coact.oracle.backend must be one of {ORACLE_BACKENDS}, got {self.backend!r}")
+        if self.request_timeout_s <= 0 or self.max_wait_s <= 0:
+            raise ValueError("coact.oracle timeouts must be > 0")
+
+
+@dataclass(frozen=True)
+class DPOConfig:
+    """Pairwise objective: -log σ(β·margin) + nll_weight · NLL(chosen)/|chosen|.
+
+    Args:
+        beta: β of DPO (CoAct: 0.5).
+        nll_weight: λ of the length-normalised NLL term on the chosen response (CoAct: 1.0).
+    """
+
+    beta: float = 0.5
+    nll_weight: float = 1.0
+
+
+@dataclass(frozen=True)
+class GenerationConfig:
+    """Capability-aware question generation from oracle-verified seeds.
+
+    Args:
+        every_k_steps: generate every K training steps; 0 disables generation.
+        num_questions: questions written per generation round.
+        num_shots: verified seed questions per few-shot prompt.
+        admit_threshold: τ_gen; a new question joins the pool when τ_gen ≤ agreement < 1.
+        max_question_chars: longer generations are rejected.
+    """
+
+    every_k_steps: int = 0
+    num_questions: int = 8
+    num_shots: int = 3
+    admit_threshold: float = 0.625
+    max_question_chars: int = 1000
+
+
+@dataclass(frozen=True)
+class CoActConfig:
+    """All plugin settings (the ``coact:`` key of a config)."""
+
+    consistency: ConsistencyConfig = field(default_factory=ConsistencyConfig)
+    router: RouterConfig = field(default_factory=RouterConfig)
+    oracle: OracleConfig = field(default_factory=OracleConfig)
+    dpo: DPOConfig = field(default_factory=DPOConfig)
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CoActConfig:
+        """Build from the ``coact`` mapping of a Hydra config (missing keys take defaults)."""
+        return _build(cls, _to_dict(mapping), "coact")
+
+
+_T = TypeVar("_T")
+
+
+def _to_dict(mapping: Any) -> dict[str, Any]:
+    if mapping is None:
+        return {}
+    try:  # OmegaConf nodes resolve interpolations on conversion.
+        from omegaconf import DictConfig, OmegaConf
+
+        if isinstance(mapping, DictConfig):
+            return OmegaConf.to_container(mapping, resolve=True)  # type: ignore[return-value]
+    except ImportError:  # pragma: no cover - omegaconf ships with verl
+        pass
+    return dict(mapping)
+
+
+def _build(cls: type[_T], values: dict[str, Any], prefix: str) -> _T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    unknown = sorted(set(values) - set(fields))
+    if unknown:
+        raise ValueError(f"unknown keys under {prefix}: {unknown}; known: {sorted(fields)}")
+    kwargs: dict[str, Any] = {}
+    for name, value in values.items():
+        default = fields[name].default_factory  # type: ignore[misc]
+        if default is not dataclasses.MISSING and dataclasses.is_dataclass(default):
+            kwargs[name] = _build(default, _to_dict(value), f"{prefix}.{name}")
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)

@@ -1,0 +1,177 @@
+"""Write datasets as verl parquet for CoAct.
+
+CoAct trains on *unlabelled* prompts. Each split becomes ``<split>.parquet`` in verl's schema
+(``data_source``, chat ``prompt``, ``ability``, ``reward_model``, ``extra_info``). For the training split
+the gold answer is **not** in that file: ``reward_model.ground_truth`` is empty and the gold answers go
+to ``<split>_gold.parquet`` (``prompt_id``, ``answer``), which only the gold oracle and the metrics read.
+Evaluation splits (``test``) keep ``ground_truth`` so that verl's validation can score them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from coact_verl.data.synthetic import INSTRUCTION, arithmetic_problems
+
+DATASETS = ("gsm8k", "math500", "ocw", "arithmetic")
+MATH_INSTRUCTION = "Let's think step by step and put the final answer within \\boxed{}."
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """How one dataset maps onto the CoAct schema."""
+
+    data_source: str
+    task: str
+    question_field: str
+    answer_field: str
+    instruction: str
+    hub_name: str
+    hub_splits: tuple[str, ...]
+
+
+SPECS = {
+    "gsm8k": SourceSpec("openai/gsm8k", "gsm8k", "question", "answer", INSTRUCTION, "openai/gsm8k", ("train", "test")),
+    "math500": SourceSpec(
+        "HuggingFaceH4/MATH-500", "math", "question", "answer", MATH_INSTRUCTION, "HuggingFaceH4/MATH-500", ("test",)
+    ),
+    "ocw": SourceSpec("minerva_math", "numeric", "problem", "solution", MATH_INSTRUCTION, "", ("test",)),
+}
+
+
+def final_answer(solution: str, task: str) -> str:
+    """The gold final answer of a reference solution (``#### n`` for GSM8K, last ``\\boxed{}`` otherwise)."""
+    if task == "gsm8k":
+        match = re.search(r"####\s*(.+?)\s*$", solution.strip())
+        if not match:
+            raise ValueError(f"GSM8K solution without '#### answer': {solution[-80:]!r}")
+        return match.group(1).replace(",", "").strip()
+    boxed = _last_boxed(solution)
+    if boxed is not None:
+        return boxed
+    match = re.search(r"The answer is:?\s*(.+?)\s*$", solution.strip())
+    if match:
+        return match.group(1).strip()
+    return solution.strip()
+
+
+def _last_boxed(text: str) -> str | None:
+    start = text.rfind("\\boxed{")
+    if start < 0:
+        return None
+    depth, i = 0, start + len("\\boxed")
+    for j in range(i, len(text)):
+        if text[j] == "{":
+            depth += 1
+        elif text[j] == "}":
+            depth -= 1
+            if depth == 0:
+                return text[i + 1 : j].strip()
+    return None
+
+
+def prompt_id(data_source: str, question: str) -> str:
+    """Stable id of a prompt: 16 hex chars of sha256 over source and question (no ``_``, safe in verl keys)."""
+    return hashlib.sha256(f"{data_source}\n{question}".encode()).hexdigest()[:16]
+
+
+def _read_jsonl(path: Path) -> Iterator[dict]:
+    with path.open(encoding="utf-8") as handle:
+        for line_no, line in enumerate(handle, 1):
+            if line.strip():
+                try:
+                    yield json.loads(line)
+                except json.JSONDecodeError as error:
+                    raise ValueError(f"{path}:{line_no}: invalid JSON ({error})") from error
+
+
+def load_rows(dataset: str, src: str | None, split: str) -> list[dict]:
+    """Rows ``{question, solution}`` of one split from a local file/folder or a hub dataset name."""
+    if dataset == "arithmetic":
+        seed = {"train": 0, "test": 1}.get(split, 2)
+        count = 512 if split == "train" else 64
+        return [{"question": p.question, "solution": p.solution} for p in arithmetic_problems(count, seed=seed + 10)]
+    spec = SPECS[dataset]
+    if src is None:
+        raise ValueError(f"--src is required for {dataset}")
+    path = Path(src)
+    if path.is_dir():
+        path = path / f"{split}.jsonl"
+    if path.exists():
+        raw: Iterable[dict] = _read_jsonl(path)
+    elif Path(src).exists():
+        raise FileNotFoundError(f"{dataset}: no {split}.jsonl in {src}")
+    else:  # a hub name, for users who are online
+        from datasets import load_dataset
+
+        name_args = ("main",) if dataset == "gsm8k" else ()
+        raw = load_dataset(src or spec.hub_name, *name_args, split=split)
+    rows = []
+    for record in raw:
+        if spec.question_field not in record or spec.answer_field not in record:
+            raise ValueError(f"{dataset} record lacks {spec.question_field!r}/{spec.answer_field!r}: {sorted(record)}")
+        rows.append({"question": record[spec.question_field], "solution": record[spec.answer_field]})
+    return rows
+
+
+def to_verl_rows(dataset: str, rows: list[dict], split: str, labelled: bool) -> tuple[list[dict], list[dict]]:
+    """(verl rows, gold rows). ``labelled`` keeps the gold in ``reward_model`` (evaluation splits only)."""
+    spec = SPECS.get(dataset) or SourceSpec("coact/arithmetic", "gsm8k", "", "", INSTRUCTION, "", ())
+    verl_rows, gold_rows = [], []
+    for index, row in enumerate(rows):
+        answer = final_answer(row["solution"], spec.task)
+        pid = prompt_id(spec.data_source, row["question"])
+        verl_rows.append(
+            {
+                "data_source": spec.data_source,
+                "prompt": [{"role": "user", "content": f"{row['question']} {spec.instruction}"}],
+                "ability": "math",
+                "reward_model": {"style": "rule" if labelled else "coact", "ground_truth": answer if labelled else ""},
+                "extra_info": {
+                    "split": split,
+                    "index": index,
+                    "prompt_id": pid,
+                    "task": spec.task,
+                    "question": row["question"],
+                },
+            }
+        )
+        gold_rows.append({"prompt_id": pid, "answer": answer, "data_source": spec.data_source, "split": split})
+    return verl_rows, gold_rows
+
+
+def prepare(dataset: str, src: str | None, out_dir: str | Path, max_train: int | None = None) -> dict[str, Path]:
+    """Write ``train.parquet`` + ``train_gold.parquet`` and ``test.parquet``; return the written paths."""
+    import pandas as pd
+
+    if dataset not in DATASETS:
+        raise ValueError(f"--dataset must be one of {DATASETS}, got {dataset!r}")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec_splits = SPECS[dataset].hub_splits if dataset in SPECS else ("train", "test")
+    written: dict[str, Path] = {}
+    for split in ("train", "test"):
+        source_split = split if split in spec_splits else spec_splits[0]
+        rows = load_rows(dataset, src, source_split)
+        if source_split != split:  # single-split sources: a deterministic 80/20 cut
+            cut = int(len(rows) * 0.8)
+            rows = rows[:cut] if split == "train" else rows[cut:]
+        if split == "train" and max_train:
+            rows = rows[:max_train]
+        verl_rows, gold_rows = to_verl_rows(dataset, rows, split, labelled=split == "test")
+        written[split] = _write_parquet(pd.DataFrame(verl_rows), out / f"{split}.parquet")
+        written[f"{split}_gold"] = _write_parquet(pd.DataFrame(gold_rows), out / f"{split}_gold.parquet")
+    return written
+
+
+def _write_parquet(frame, path: Path) -> Path:
+    """Write atomically: a reader never sees a half-written file."""
+    tmp = path.with_suffix(".parquet.tmp")
+    frame.to_parquet(tmp, index=False)
+    tmp.replace(path)
+    return path

@@ -1,0 +1,129 @@
+"""A tiny causal LM and tokenizer built locally, for the CPU demo and the tests (no hub download).
+
+The tokenizer is a byte-level BPE (vocabulary 512) trained on arithmetic word problems, with a ChatML
+chat template; the model is a random 2-layer Qwen2 (hidden 64, about 0.1 M parameters, 0.4 MB).
+``warmup_steps > 0`` fits it briefly on problems written in the GSM8K answer format, so that its
+samples contain ``#### <number>`` answers and agree with one another some of the time.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import torch
+
+from coact_verl.data.synthetic import arithmetic_problems
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + '\n' + message['content'] + '<|im_end|>' + '\n' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\n' }}{% endif %}"
+)
+SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
+
+
+def build_tokenizer(out_dir: Path, vocab_size: int = 512, seed: int = 0):
+    """Train a byte-level BPE on synthetic problems and save it as a fast HF tokenizer in ``out_dir``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    corpus = [p.question + "\n" + p.solution for p in arithmetic_problems(2000, seed=seed)]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=SPECIAL_TOKENS,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tokenizer.train_from_iterator(corpus, trainer=trainer)
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer,
+        bos_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|pad|>",
+        unk_token=None,
+        additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
+    )
+    fast.chat_template = CHAT_TEMPLATE
+    fast.save_pretrained(out_dir)
+    return fast
+
+
+def build_tiny_model(
+    out_dir: str | Path,
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    warmup_steps: int = 0,
+    seed: int = 0,
+) -> Path:
+    """Write a tiny Qwen2 model + tokenizer to ``out_dir`` and return the path.
+
+    Args:
+        hidden_size: model width; intermediate size is twice it, 4 heads, 2 KV heads.
+        num_layers: decoder layers.
+        warmup_steps: supervised steps (batch 32, Adam lr 3e-3) on GSM8K-format arithmetic; 0 keeps it random.
+    """
+    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(seed)
+    tokenizer = build_tokenizer(out, seed=seed)
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=1024,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    model = Qwen2ForCausalLM(config)
+    if warmup_steps > 0:
+        _warm_up(model, tokenizer, warmup_steps, seed)
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
+    )
+    model.save_pretrained(out)
+    return out
+
+
+def _warm_up(model, tokenizer, steps: int, seed: int) -> None:
+    """Supervised fine-tuning on chat-formatted problem/solution pairs (loss on the solution only)."""
+    rng = random.Random(seed)
+    problems = arithmetic_problems(4000, seed=seed + 1)
+    optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
+    model.train()
+    for _ in range(steps):
+        batch = rng.sample(problems, 32)
+        rows, masks = [], []
+        for problem in batch:
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": problem.prompt}], add_generation_prompt=True, tokenize=False
+            )
+            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+            answer_ids = tokenizer(problem.solution + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            rows.append(prompt_ids + answer_ids)
+            masks.append([0] * len(prompt_ids) + [1] * len(answer_ids))
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+        labels = torch.full((len(rows), width), -100)
+        attention = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+            ids[i, : len(row)] = torch.tensor(row)
+            attention[i, : len(row)] = 1
+            labels[i, : len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, mask, strict=True)])
+        loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval()

@@ -1,0 +1,192 @@
+"""One prompt's group, start to finish: consistency -> route -> oracle -> label -> per-response rewards.
+
+:class:`GroupLabeler` is the single implementation behind both verl paths (the group step inside the
+rollout workers and the drop-in reward manager). It runs inside an asyncio event loop and never blocks
+it: clustering runs in a thread (math-verify in its own process pool), the oracle call is async with a
+hard bound on the wait.
+
+Groups that end with no label (dropped by the router, or the oracle had no answer in time) get reward
+0 for every response. Under GRPO's group-normalised advantage that is an advantage of exactly 0, so
+they add no policy-gradient term; in DPO mode they make no pair.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from coact_verl.config import CoActConfig
+from coact_verl.consistency import AnswerClusterer, GroupStats, alabel_clusters, ascore_groups, rewards_for_cluster
+from coact_verl.router import GroupView, Router
+from coact_verl.router.embedding import HashingEmbedder
+
+logger = logging.getLogger(__name__)
+
+ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP = "self", "oracle", "drop"
+SOURCE_SELF, SOURCE_ORACLE, SOURCE_NONE = "self", "oracle", "none"
+
+
+@dataclass(frozen=True)
+class GroupRequest:
+    """The n responses of one prompt.
+
+    Attributes:
+        prompt_id: stable prompt id (``extra_info.prompt_id``); falls back to the rollout uid.
+        question: prompt text shown to the oracle and embedded for the k-NN router.
+        task: answer format (``gsm8k``, ``math``, ``numeric``).
+        step: training step the responses were sampled at.
+        responses: decoded responses, shape ``(n,)``.
+    """
+
+    prompt_id: str
+    question: str
+    task: str
+    step: int
+    responses: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class GroupOutcome:
+    """What CoAct decided for one group; ``rewards`` has shape ``(n,)`` with values in {0, 1}."""
+
+    stats: GroupStats
+    route: str
+    route_reason: str
+    label_source: str
+    label_answer: str | None
+    label_cluster: int
+    oracle_status: str
+    rewards: tuple[float, ...]
+
+    def extra_info(self, index: int) -> dict[str, Any]:
+        """Per-response fields for verl's ``reward_extra_info`` (same keys for every response)."""
+        answer = self.stats.answers[index]
+        return {
+            "coact_agreement": float(self.stats.agreement),
+            "coact_entropy": float(self.stats.entropy),
+            "coact_route": self.route,
+            "coact_route_reason": self.route_reason,
+            "coact_label_source": self.label_source,
+            "coact_label": self.label_answer or "",
+            "coact_pred": answer or "",
+            "coact_cluster": int(self.stats.cluster_of[index]),
+            "coact_oracle_status": self.oracle_status,
+            "coact_reward": float(self.rewards[index]),
+        }
+
+
+class GroupLabeler:
+    """Stateful per-process labeller: owns the clusterer, the router and the oracle client.
+
+    Args:
+        config: plugin settings.
+        oracle_url: base URL of the oracle service; ``None`` means no oracle (oracle-routed groups fall back).
+    """
+
+    def __init__(self, config: CoActConfig, oracle_url: str | None = None) -> None:
+        self.config = config
+        self.clusterer = AnswerClusterer(config.consistency)
+        self.router = Router(config.router, budget_total=config.oracle.budget_total)
+        self.embedder = HashingEmbedder()
+        self.oracle_url = oracle_url
+        self._oracle: Any = None
+        self._step: int | None = None
+        self._lock = asyncio.Lock()
+
+    def _oracle_client(self) -> Any:
+        if self._oracle is None and self.oracle_url:
+            from coact_verl.oracle.client import OracleClient
+
+            cfg = self.config.oracle
+            self._oracle = OracleClient(
+                self.oracle_url,
+                cfg.token,
+                request_timeout_s=cfg.request_timeout_s,
+                max_wait_s=cfg.max_wait_s,
+                retries=cfg.retries,
+            )
+        return self._oracle
+
+    async def label(self, request: GroupRequest) -> GroupOutcome:
+        """Cluster, route, query the oracle when routed there, and score every response."""
+        if not request.responses:
+            raise ValueError(f"group {request.prompt_id} has no responses")
+        task = request.task or self.config.consistency.task
+        stats = (await ascore_groups([list(request.responses)], task, self.clusterer))[0]
+        embedding = self.embedder.encode([request.question])[0]
+        async with self._lock:  # router state is shared by the concurrent groups of this process
+            if self._step != request.step:
+                self._step = request.step
+                self.router.begin_step(None)
+            route = self.router.route_online(
+                GroupView(agreement=stats.agreement, embedding=embedding, prompt_id=request.prompt_id)
+            )
+        decision, reason = route.action.value, route.reason.value
+        label_answer, label_cluster, source, oracle_status = None, -1, SOURCE_NONE, "not_asked"
+        if decision == ROUTE_ORACLE:
+            oracle_status, label_answer, label_cluster = await self._ask_oracle(request, stats, task)
+            if oracle_status == "labeled":
+                source = SOURCE_ORACLE
+                if label_cluster >= 0:
+                    self.router.add_verified(embedding)
+            elif stats.agreement >= self.config.router.self_label_threshold and stats.majority_answer is not None:
+                decision, reason = ROUTE_SELF, f"oracle_{oracle_status}"
+            else:
+                decision, reason = ROUTE_DROP, f"oracle_{oracle_status}"
+        if decision == ROUTE_SELF and stats.majority_answer is not None:
+            label_answer, label_cluster, source = stats.majority_answer, 0, SOURCE_SELF
+        elif decision == ROUTE_SELF:
+            decision, reason = ROUTE_DROP, "no_answer"
+        rewards = rewards_for_cluster(stats, label_cluster) if source != SOURCE_NONE else [0.0] * stats.n
+        return GroupOutcome(
+            stats=stats,
+            route=decision,
+            route_reason=reason,
+            label_source=source,
+            label_answer=label_answer,
+            label_cluster=label_cluster,
+            oracle_status=oracle_status,
+            rewards=tuple(rewards),
+        )
+
+    async def _ask_oracle(self, request: GroupRequest, stats: GroupStats, task: str) -> tuple[str, str | None, int]:
+        """(status, label answer, label cluster). Candidates are the clusters, largest first."""
+        client = self._oracle_client()
+        if client is None:
+            return "no_oracle", None, -1
+        from coact_verl.oracle.client import make_key
+
+        representative = {}
+        for index, cluster in enumerate(stats.cluster_of):
+            representative.setdefault(cluster, request.responses[index])
+        candidates = [
+            {"answer": answer, "response": representative[c], "votes": stats.cluster_sizes[c]}
+            for c, answer in enumerate(stats.cluster_answers)
+        ]
+        result = await client.query(
+            key=make_key(request.prompt_id, request.step, request.responses),
+            prompt_id=request.prompt_id,
+            prompt=request.question,
+            task=task,
+            step=request.step,
+            candidates=candidates,
+        )
+        if not result.labeled:
+            return result.status, None, -1
+        correct = [i for i, verdict in enumerate(result.label.correct) if verdict]
+        if correct:
+            return "labeled", stats.cluster_answers[correct[0]], correct[0]
+        answer = result.label.answer
+        cluster = (await alabel_clusters([stats], [answer], self.clusterer, task))[0] if answer else -1
+        return "labeled", answer, cluster
+
+    def metrics(self) -> dict[str, float]:
+        """Router counters since the last call (fractions per route and oracle reason)."""
+        return self.router.metrics(reset=True)
+
+    async def aclose(self) -> None:
+        if self._oracle is not None:
+            await self._oracle.aclose()
+        self.clusterer.close()

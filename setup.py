@@ -1,0 +1,53 @@
+"""coact-verl: CoAct (self-consistency + budgeted oracle labels) as a verl 0.9.1 plugin."""
+
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+VERL_REQUIREMENT = "verl[verl-core]==0.9.1"
+
+INSTALL_REQUIRES = [
+    VERL_REQUIREMENT,
+    # verl 0.9.1 imports these without listing them in its base requirements.
+    "cachetools",
+    "uvicorn",
+    "math-verify[antlr4_9_3]>=0.8.0",
+    "fastapi>=0.110",
+    "httpx>=0.27",
+    "pyarrow",
+    "pandas",
+    "psutil",
+]
+
+EXTRAS_REQUIRE = {
+    "test": [
+        "pytest>=8",
+        "pytest-asyncio>=0.23",
+        "pytest-timeout>=2.3",
+        "ruff>=0.6",
+        "gguf>=0.10",
+    ],
+    "gpu": ["vllm", "flash-attn"],
+}
+
+setup(
+    name="coact-verl",
+    version="0.1.0",
+    description="CoAct for verl: self-consistency labels, a budgeted oracle service, GRPO and DPO on FSDP.",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.10",
+    packages=find_packages(include=["coact_verl", "coact_verl.*"]) + ["coact_verl.configs"],
+    # The Hydra configs live at the top level (``--config-path configs``) and ship inside the
+    # package as ``coact_verl.configs`` so an installed plugin can be launched from anywhere.
+    package_dir={"coact_verl.configs": "configs"},
+    package_data={"coact_verl.configs": ["*.yaml", "*/*.yaml"], "coact_verl": ["py.typed"]},
+    include_package_data=True,
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    entry_points={
+        "verl.plugins": ["coact = coact_verl.plugin"],
+        "console_scripts": ["coact-verl = coact_verl.cli:main"],
+    },
+)
