@@ -15,7 +15,7 @@ import sys
 
 # Modules whose import registers something with verl, in order. The CPU backend goes first so that
 # the platform exists before any verl module asks which device it runs on.
-REGISTRATION_MODULES = ("coact_verl.cpu", "coact_verl.adapters")
+REGISTRATION_MODULES = ("coact_verl.cpu.registration", "coact_verl.adapters.registration")
 
 #: Set to "1" in a test to simulate a broken install (a module that fails to import).
 FAIL_ENV = "COACT_VERL_SIMULATE_BROKEN_IMPORT"

@@ -1,0 +1,13 @@
+"""What the plugin registers for CoAct: the ``coact`` reward manager and the ``coact`` trainer modes."""
+
+from __future__ import annotations
+
+import importlib
+
+REGISTERING_MODULES = ("coact_verl.adapters.reward_manager", "coact_verl.adapters.trainer")
+
+
+def register() -> None:
+    """Import the modules whose import fills verl's registries (reward manager, trainer modes)."""
+    for module in REGISTERING_MODULES:
+        importlib.import_module(module)

