@@ -70,11 +70,14 @@ def run_trainer(
     overrides: list[str],
     log_path: str | Path,
     *,
+    config_path: str | Path | None = None,
     extra_env: dict[str, str] | None = None,
     timeout_s: float = 900,
     echo: bool = False,
 ) -> TrainerRun:
     """Run ``python -m verl.trainer.main_ppo --config-path <configs> --config-name NAME overrides...``.
+
+    ``config_path`` defaults to the shipped configs (:func:`config_dir`).
 
     The child gets its own process group and is killed with everything it started (Ray included) if it
     outlives ``timeout_s``; the run then reports return code 124.
@@ -87,7 +90,7 @@ def run_trainer(
         "-m",
         "verl.trainer.main_ppo",
         "--config-path",
-        str(config_dir()),
+        str(config_path or config_dir()),
         "--config-name",
         config_name,
         *overrides,

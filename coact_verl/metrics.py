@@ -25,7 +25,7 @@ def step_metrics(
     infos: Sequence[Mapping[str, Any]],
     uids: Sequence[str],
     gold: Mapping[str, str] | None = None,
-    same: Callable[[Sequence[tuple[str, str]]], list[bool]] | None = None,
+    same: Callable[[Sequence[tuple[str | None, str]]], list[bool]] | None = None,
 ) -> dict[str, float]:
     """Aggregate one training batch.
 
@@ -68,30 +68,39 @@ def step_metrics(
 def _gold_metrics(
     groups: Mapping[str, list[Mapping[str, Any]]],
     gold: Mapping[str, str],
-    same: Callable[[Sequence[tuple[str, str]]], list[bool]],
+    same: Callable[[Sequence[tuple[str | None, str]]], list[bool]],
 ) -> dict[str, float]:
-    label_pairs, label_sources, reward_pairs, rewards = [], [], [], []
-    for rows in groups.values():
-        answer = gold.get(str(rows[0].get("coact_prompt_id", "")))
-        if answer is None:
-            continue
-        head = rows[0]
-        if head["coact_label_source"] != "none" and head["coact_label"]:
-            label_pairs.append((head["coact_label"], answer))
-            label_sources.append(head["coact_label_source"])
-        if head["coact_label_source"] != "none":
-            for row in rows:
-                reward_pairs.append((row["coact_pred"] or None, answer))
-                rewards.append(float(row["coact_reward"]))
-    verdicts = same(label_pairs + reward_pairs) if label_pairs or reward_pairs else []
-    label_ok, reward_ok = verdicts[: len(label_pairs)], verdicts[len(label_pairs) :]
+    """Label precision per source, oracle verdict accuracy and reward accuracy against hidden gold.
+
+    An oracle verdict is right when the answer it accepted is the gold one, or, when it accepted none of
+    the candidates, when no response of the group matches the gold answer.
+    """
+    checked = [(rows, gold.get(str(rows[0].get("coact_prompt_id", "")))) for rows in groups.values()]
+    checked = [(rows, answer) for rows, answer in checked if answer is not None]
+    pairs: list[tuple[str | None, str]] = []
+    for rows, answer in checked:
+        pairs.append((rows[0]["coact_label"] or None, answer))
+        pairs.extend((row["coact_pred"] or None, answer) for row in rows)
+    verdicts = iter(same(pairs)) if pairs else iter(())
+    hits: dict[str, list[bool]] = {"self": [], "oracle": []}
+    reward_agree: list[bool] = []
+    gold_hits: list[bool] = []
+    for rows, _ in checked:
+        label_ok = next(verdicts)
+        preds_ok = [next(verdicts) for _ in rows]
+        source = rows[0]["coact_label_source"]
+        if source == "self":
+            hits["self"].append(label_ok)
+        elif source == "oracle":
+            hits["oracle"].append(label_ok if rows[0]["coact_label"] else not any(preds_ok))
+        if source != "none":
+            reward_agree.extend((float(r["coact_reward"]) > 0.5) == ok for r, ok in zip(rows, preds_ok, strict=True))
+            gold_hits.extend(preds_ok)
     metrics: dict[str, float] = {}
     for source, name in (("self", "coact/self_label/precision"), ("oracle", "coact/oracle/label_accuracy")):
-        hits = [ok for ok, s in zip(label_ok, label_sources, strict=True) if s == source]
-        if hits:
-            metrics[name] = sum(hits) / len(hits)
-    if rewards:
-        agree = [(r > 0.5) == bool(ok) for r, ok in zip(rewards, reward_ok, strict=True)]
-        metrics["coact/reward/accuracy"] = sum(agree) / len(agree)
-        metrics["coact/reward/gold_acc"] = sum(bool(ok) for ok in reward_ok) / len(reward_ok)
+        if hits[source]:
+            metrics[name] = sum(hits[source]) / len(hits[source])
+    if reward_agree:
+        metrics["coact/reward/accuracy"] = sum(reward_agree) / len(reward_agree)
+        metrics["coact/reward/gold_acc"] = sum(gold_hits) / len(gold_hits)
     return metrics

@@ -1,0 +1,117 @@
+"""math-verify calls that run inside the worker processes of :class:`~coact_verl.consistency.pool.HardTimeoutPool`.
+
+Parsed expressions travel as pickled bytes: the calling process never unpickles them, so it never imports
+sympy. Some unevaluated sympy objects do not survive pickling (``Eq(x, Interval(-2, 7))`` comes back as
+``False``); for those the payload is the answer text instead, parsed again (and cached) by the comparing
+worker. math-verify's own SIGALRM timeouts are switched off (``parsing_timeout=None``, ``timeout_seconds=None``);
+the pool's hard timeout replaces them.
+"""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+#: Relative gap above which two numeric values cannot be equal under math-verify (it rounds to 6 places).
+VALUE_GAP = 1e-5
+_MAX_KEY_CHARS = 500
+_LOCAL_CACHE = 4096
+_loaded: OrderedDict[bytes | str, Any] = OrderedDict()
+
+
+@dataclass(frozen=True)
+class ParsedAnswer:
+    """One answer parsed by math-verify.
+
+    Attributes:
+        blob: pickled list returned by ``math_verify.parse`` (sympy objects and/or strings), or the answer
+            text itself when the parse does not survive a pickle round trip.
+        value: numeric value of the first parsed object when it is a plain number, else ``None``.
+        key: structural key (``sympy.srepr``) of the first parsed object when it is short, else ``None``;
+            equal keys mean structurally identical expressions.
+    """
+
+    blob: bytes | str
+    value: complex | None = None
+    key: str | None = None
+
+
+def init_worker() -> None:
+    """Import math-verify once and silence its per-call timeout warnings."""
+    import math_verify  # noqa: F401
+
+    for name in ("math_verify", "math_verify.parser", "math_verify.grader", "latex2sympy2_extended"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    # The first parse and comparison load grammars and caches; pay that before the worker reports ready.
+    verify_pair(("\\frac{1}{2}", "0.5"))
+
+
+def values_differ(a: complex, b: complex) -> bool:
+    """True when two numbers are too far apart for math-verify to call them equal."""
+    return abs(a - b) > VALUE_GAP * max(1.0, abs(a), abs(b))
+
+
+def parse_answer(answer: str) -> ParsedAnswer | None:
+    """Parse an extracted answer (LaTeX without ``$``) with math-verify; ``None`` when nothing parses."""
+    exprs = _parse(answer)
+    if not exprs:
+        return None
+    value, key = _describe(exprs[0])
+    blob = pickle.dumps(exprs, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        faithful = pickle.loads(blob) == exprs
+    except Exception:  # an object that pickles but cannot be rebuilt
+        faithful = False
+    return ParsedAnswer(blob if faithful else answer, value, key)
+
+
+def verify_pair(pair: tuple[bytes | str, bytes | str]) -> bool:
+    """``math_verify.verify(gold, pred)`` on two :attr:`ParsedAnswer.blob` payloads (gold first)."""
+    from math_verify import verify
+
+    gold, pred = (_load(blob) for blob in pair)
+    return bool(verify(gold, pred, timeout_seconds=None))
+
+
+def _parse(answer: str) -> list[Any]:
+    from math_verify import ExprExtractionConfig, LatexExtractionConfig, parse
+
+    return parse(
+        "\\boxed{" + answer + "}",
+        extraction_config=(LatexExtractionConfig(), ExprExtractionConfig()),
+        parsing_timeout=None,  # type: ignore[arg-type]
+    )
+
+
+def _load(blob: bytes | str) -> Any:
+    obj = _loaded.get(blob)
+    if obj is None:
+        obj = pickle.loads(blob) if isinstance(blob, bytes) else _parse(blob)
+        _loaded[blob] = obj
+        if len(_loaded) > _LOCAL_CACHE:
+            _loaded.popitem(last=False)
+    else:
+        _loaded.move_to_end(blob)
+    return obj
+
+
+def _describe(expr: Any) -> tuple[complex | None, str | None]:
+    import sympy
+
+    if not isinstance(expr, sympy.Basic):
+        return None, None
+    text = sympy.srepr(expr)
+    key = text if len(text) <= _MAX_KEY_CHARS else None
+    value = None
+    plain = isinstance(expr, sympy.Expr) and not isinstance(expr, sympy.MatrixBase)
+    if plain and expr.is_number and not expr.has(sympy.UnevaluatedExpr):
+        try:
+            value = complex(expr.evalf(30))
+        except (TypeError, ValueError, OverflowError, ArithmeticError):
+            value = None
+        if value is not None and (value != value or abs(value) == float("inf")):  # nan / inf
+            value = None
+    return value, key
