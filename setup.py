@@ -17,6 +17,10 @@ INSTALL_REQUIRES = [
     "pyarrow",
     "pandas",
     "psutil",
+    # Oracle service: pydantic models, and uvicorn's fast HTTP parser and event loop (it falls back without them).
+    "pydantic>=2.5",
+    "httptools>=0.6",
+    "uvloop>=0.19; sys_platform != 'win32'",
 ]
 
 EXTRAS_REQUIRE = {
@@ -26,6 +30,9 @@ EXTRAS_REQUIRE = {
         "pytest-timeout>=2.3",
         "ruff>=0.6",
         "gguf>=0.10",
+        # Oracle service: OpenAPI fuzzing, and the annotator page driven in Debian's chromium.
+        "schemathesis>=4.0",
+        "playwright>=1.40",
     ],
     "gpu": ["vllm", "flash-attn"],
 }

@@ -115,6 +115,8 @@ class OracleConfig:
         request_timeout_s: timeout of one HTTP request, in seconds.
         max_wait_s: the longest training waits for one group's label, retries included, in seconds.
         retries: retries after a failed request (exponential backoff).
+        max_connections: HTTP connections (and requests in flight) per trainer-side client.
+        serve_args: extra ``oracle serve`` options for a locally started service, e.g. ``["--sim-flip-rate", "0.1"]``.
     """
 
     url: str | None = None
@@ -126,6 +128,8 @@ class OracleConfig:
     request_timeout_s: float = 2.0
     max_wait_s: float = 5.0
     retries: int = 2
+    max_connections: int = 16
+    serve_args: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.backend not in ORACLE_BACKENDS:

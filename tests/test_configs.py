@@ -68,7 +68,8 @@ def test_unknown_plugin_key_is_rejected():
 
 def test_wheel_ships_the_configs(tmp_path):
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path), str(REPO)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(tmp_path),
+         str(REPO)],
         check=True, timeout=300, capture_output=True,
     )  # fmt: skip
     (wheel,) = tmp_path.glob("coact_verl-*.whl")

@@ -12,7 +12,8 @@ tags the group ``failure`` and the replay buffer replaces it); a group that does
 ``GROUP_TIMEOUT_S`` fails the same way instead of hanging the step. Validation prompts take verl's usual
 per-sample path (the ``coact`` reward manager scores them against their labels).
 
-Select with ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=coact_verl.adapters.agent_loop.CoActAgentLoopManager``.
+Select with ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=`` and the FQN of
+:class:`CoActAgentLoopManager` (the CoAct configs do).
 """
 
 from __future__ import annotations

@@ -55,7 +55,11 @@ def test_weight_update_changes_generation_and_step_is_reported(server, tiny_asse
     prompt = _prompt(tiny_assets)
     greedy = {"temperature": 0, "max_tokens": 6}
     before = asyncio.run(server.generate(prompt, dict(greedy), "a")).token_ids
-    state = {k: torch.zeros_like(v) for k, v in server.model.state_dict().items() if k.endswith("lm_head.weight") or "embed_tokens" in k}
+    state = {
+        k: torch.zeros_like(v)
+        for k, v in server.model.state_dict().items()
+        if k.endswith("lm_head.weight") or "embed_tokens" in k
+    }
     bias = state[next(iter(state))]
     bias[before[0] - 1 if before[0] > 0 else 1] = 1.0  # an embedding/head row that now dominates
     asyncio.run(server.update_weights(state))
