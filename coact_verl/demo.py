@@ -52,6 +52,8 @@ def run_demo(workdir: str | Path = "demo_run", steps: int = 3, extra_overrides: 
     """Run the demo and print each step's key metrics; returns the run (``returncode`` 0 on success)."""
     workdir = Path(workdir).resolve()
     model_dir, data = prepare_demo_assets(workdir)
+    for stale in workdir.glob("oracle.sqlite*"):  # each demo run starts with a fresh label budget
+        stale.unlink()
     overrides = demo_overrides(model_dir, data, workdir, steps) + list(extra_overrides or [])
     print(f"coact-verl demo: {steps} CoAct GRPO steps on CPU; log: {workdir / 'train.log'}", flush=True)
     run = run_trainer("coact_grpo_cpu", overrides, workdir / "train.log", echo=False, timeout_s=900)

@@ -19,6 +19,7 @@ from typing import Any
 
 from coact_verl.config import CoActConfig
 from coact_verl.consistency import AnswerClusterer, GroupStats, alabel_clusters, ascore_groups, rewards_for_cluster
+from coact_verl.rewards.pairs import select_pair
 from coact_verl.router import GroupView, Router
 from coact_verl.router.embedding import HashingEmbedder
 
@@ -59,6 +60,13 @@ class GroupOutcome:
     label_cluster: int
     oracle_status: str
     rewards: tuple[float, ...]
+    pair: tuple[int, int] | None = None
+
+    def pair_role(self, index: int) -> str:
+        """``chosen``/``rejected`` for the two responses of the group's DPO pair, else ``""``."""
+        if self.pair is None:
+            return ""
+        return "chosen" if index == self.pair[0] else "rejected" if index == self.pair[1] else ""
 
     def extra_info(self, index: int) -> dict[str, Any]:
         """Per-response fields for verl's ``reward_extra_info`` (same keys for every response)."""
@@ -74,6 +82,7 @@ class GroupOutcome:
             "coact_cluster": int(self.stats.cluster_of[index]),
             "coact_oracle_status": self.oracle_status,
             "coact_reward": float(self.rewards[index]),
+            "coact_pair_role": self.pair_role(index),
         }
 
 
@@ -140,6 +149,9 @@ class GroupLabeler:
         elif decision == ROUTE_SELF:
             decision, reason = ROUTE_DROP, "no_answer"
         rewards = rewards_for_cluster(stats, label_cluster) if source != SOURCE_NONE else [0.0] * stats.n
+        pair = None
+        if source != SOURCE_NONE and label_cluster >= 0:
+            pair = select_pair(list(stats.cluster_of), label_cluster, [len(r) for r in request.responses])
         return GroupOutcome(
             stats=stats,
             route=decision,
@@ -149,6 +161,7 @@ class GroupLabeler:
             label_cluster=label_cluster,
             oracle_status=oracle_status,
             rewards=tuple(rewards),
+            pair=pair,
         )
 
     async def _ask_oracle(self, request: GroupRequest, stats: GroupStats, task: str) -> tuple[str, str | None, int]:

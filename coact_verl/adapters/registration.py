@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import importlib
 
-REGISTERING_MODULES = ("coact_verl.adapters.reward_manager", "coact_verl.adapters.trainer")
+REGISTERING_MODULES = (
+    "coact_verl.adapters.reward_manager",
+    "coact_verl.adapters.trainer",
+    "coact_verl.adapters.dpo",
+)
 
 
 def register() -> None:

@@ -43,6 +43,7 @@ INCOMPLETE_INFO = {
     "coact_oracle_status": "not_asked",
     "coact_reward": 0.0,
     "coact_prompt_id": "",
+    "coact_pair_role": "",
 }
 
 

@@ -34,12 +34,13 @@ class CoActMetricsMixin:
     """Adds ``coact/...`` metrics to every training step of a V1 trainer."""
 
     def init(self) -> None:
-        super().init()  # type: ignore[misc]
+        # Before verl's init: its last hook (on_init_end) may already use these.
         self.oracle_url = ensure_oracle_service(self.config)  # type: ignore[attr-defined]
         self.coact = coact_config(self.config)  # type: ignore[attr-defined]
         self._gold = load_gold(self.coact.oracle.gold_path)
         self._clusterer = None
         self._budget_client = None
+        super().init()  # type: ignore[misc]
 
     def _same(self, pairs):
         if self._clusterer is None:

@@ -98,3 +98,18 @@ def test_drop_in_reward_manager_in_stock_config_gives_the_same_rewards(tiny_asse
     run = run_ok("stock_grpo_cpu", overrides, tmp_path / "dropin.log", config_path=CONFIGS)
     assert all(g >= 0 for g in run.metric("actor/grad_norm"))
     _assert_rewards_match_core(tmp_path / "dump")
+
+
+def test_coact_grpo_with_lora(tiny_assets, tmp_path):
+    overrides = base_overrides(tiny_assets, 2) + [
+        "actor_rollout_ref.model.lora_rank=8",
+        "actor_rollout_ref.model.lora_alpha=16",
+        "coact.router.policy=self_only",
+    ]
+    run = run_ok("coact_grpo_cpu", overrides, tmp_path / "lora.log")
+    assert "PeftModelForCausalLM" in run.log_path.read_text()  # the actor trains LoRA adapters
+    assert sorted(run.steps) == [1, 2]
+    assert all(g > 0 for g in run.metric("actor/grad_norm"))
+    # the rollout samples from the merged adapter weights: the gap does not grow with training
+    gaps = run.metric("training/rollout_probs_diff_max")
+    assert max(gaps) < 0.05, gaps
