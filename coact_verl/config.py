@@ -161,6 +161,10 @@ class GenerationConfig:
         num_shots: verified seed questions per few-shot prompt.
         admit_threshold: τ_gen; a new question joins the pool when τ_gen ≤ agreement < 1.
         max_question_chars: longer generations are rejected.
+        admit_threshold_numeric: τ_gen for the ``numeric`` task (numbers with units; CoAct: 7/8).
+        near_duplicate_threshold: character 5-gram Jaccard at or above which a question duplicates a pool
+            prompt or one of its seeds, in (0, 1].
+        seed: seed of the pool's few-shot seed sampling.
     """
 
     every_k_steps: int = 0
@@ -168,6 +172,19 @@ class GenerationConfig:
     num_shots: int = 3
     admit_threshold: float = 0.625
     max_question_chars: int = 1000
+    admit_threshold_numeric: float = 0.875
+    near_duplicate_threshold: float = 0.8
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.every_k_steps < 0 or self.num_questions < 0 or self.num_shots < 1 or self.max_question_chars < 1:
+            raise ValueError(
+                "coact.generation: every_k_steps and num_questions must be >= 0, num_shots and max_question_chars >= 1"
+            )
+        for name in ("admit_threshold", "admit_threshold_numeric", "near_duplicate_threshold"):
+            value = getattr(self, name)
+            if not 0.0 < value <= 1.0:
+                raise ValueError(f"coact.generation.{name} must lie in (0, 1], got {value}")
 
 
 @dataclass(frozen=True)
@@ -213,5 +230,5 @@ def _build(cls: type[_T], values: dict[str, Any], prefix: str) -> _T:
         if default is not dataclasses.MISSING and dataclasses.is_dataclass(default):
             kwargs[name] = _build(default, _to_dict(value), f"{prefix}.{name}")
         else:
-            kwargs[name] = value
+            kwargs[name] = tuple(value) if isinstance(value, list) else value
     return cls(**kwargs)

@@ -82,12 +82,24 @@ def _assert_rewards_match_core(dump_dir: Path) -> None:
 
 
 def test_rollout_group_step_rewards_equal_the_core(tiny_assets, tmp_path):
+    import pandas as pd
+
+    val = tmp_path / "val8.parquet"
+    pd.read_parquet(tiny_assets["test"]).head(8).to_parquet(val)
     overrides = base_overrides(tiny_assets, 2) + [
+        f"data.val_files={val}",
         "coact.router.policy=self_only",
         f"trainer.rollout_data_dir={tmp_path / 'dump'}",
+        # validation goes through the coact reward manager per sample: score/acc/pred give maj@N
+        "trainer.val_before_train=True",
+        "actor_rollout_ref.rollout.val_kwargs.n=4",
+        "actor_rollout_ref.rollout.val_kwargs.do_sample=True",
+        "actor_rollout_ref.rollout.val_kwargs.temperature=1.0",
     ]
-    run_ok("coact_grpo_cpu", overrides, tmp_path / "rollout.log")
+    run = run_ok("coact_grpo_cpu", overrides, tmp_path / "rollout.log")
     _assert_rewards_match_core(tmp_path / "dump")
+    log = run.log_path.read_text()
+    assert "val-core/coact/arithmetic/acc/maj@4/mean" in log and "val-core/coact/arithmetic/acc/mean@4" in log
 
 
 def test_drop_in_reward_manager_in_stock_config_gives_the_same_rewards(tiny_assets, tmp_path):
