@@ -67,7 +67,8 @@ def main() -> None:
     for name, value in medians.items():
         print(f"| {name} | {value:.2f} | {value / base:.3f} |")
     ratio = medians["coact_grpo"] / base
-    print(f"\nCoAct GRPO / vanilla GRPO step time: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")
+    verdict = "met" if ratio <= 1.05 else "NOT met"
+    print(f"\nCoAct GRPO / vanilla GRPO step time: {ratio:.3f} (target <= 1.05: {verdict})")
     print(f"CoAct DPO / vanilla GRPO step time: {medians['coact_dpo'] / base:.3f}")
 
 
