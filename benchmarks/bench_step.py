@@ -28,9 +28,7 @@ def gold_labelled_copy(train: Path, gold: Path, out: Path) -> Path:
     frame = pd.read_parquet(train)
     answers = dict(zip(pd.read_parquet(gold)["prompt_id"], pd.read_parquet(gold)["answer"], strict=True))
     frame["data_source"] = "openai/gsm8k"
-    frame["reward_model"] = [
-        {"style": "rule", "ground_truth": answers[e["prompt_id"]]} for e in frame["extra_info"]
-    ]
+    frame["reward_model"] = [{"style": "rule", "ground_truth": answers[e["prompt_id"]]} for e in frame["extra_info"]]
     frame.to_parquet(out)
     return out
 

@@ -48,15 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     cfg = sub.add_parser("config-dir", help="print the folder of the shipped Hydra configs")
     cfg.set_defaults(func=_config_dir)
 
-    for module, adder in (
-        ("coact_verl.consistency.offline", "add_score_subcommand"),
-        ("coact_verl.oracle.cli", "add_oracle_subcommand"),
-    ):
-        try:
-            getattr(__import__(module, fromlist=[adder]), adder)(sub)
-        except ImportError as error:  # keep the other commands usable; say what is missing
-            missing = sub.add_parser(module.rsplit(".", 1)[-1], help=f"unavailable: {error}")
-            missing.set_defaults(func=lambda _a, e=error: sys.exit(f"coact-verl: {e}"))
+    from coact_verl.consistency.offline import add_score_subcommand
+    from coact_verl.oracle.cli import add_oracle_subcommand
+
+    add_score_subcommand(sub)
+    add_oracle_subcommand(sub)
     return parser
 
 
