@@ -192,10 +192,10 @@ def _first_number(segment: str) -> str | None:
         m = pattern.search(segment)
         if m:
             sign = "-" if m.group("sign") else ""
-            best = (m.start(), f"{sign}{m.group('a')}/{m.group('b')}")
+            best = (m.start("a"), f"{sign}{m.group('a')}/{m.group('b')}")
             break
     m = _SIGNED_NUM_RE.search(segment)
-    if m and (best is None or m.start() < best[0]):
+    if m and (best is None or m.start("num") < best[0]):
         best = (m.start(), _plain_number(m))
     return best[1] if best else None
 
