@@ -1,0 +1,72 @@
+"""The shared group labeller: self-labels, drops, pairs, and an oracle that cannot be reached."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+
+import pytest
+
+from coact_verl.adapters.dpo import pair_rows
+from coact_verl.config import CoActConfig, OracleConfig, RouterConfig
+from coact_verl.labeling import GroupLabeler, GroupRequest
+
+
+def _label(config: CoActConfig, responses: list[str], url: str | None = None):
+    labeler = GroupLabeler(config, oracle_url=url)
+
+    async def run():
+        try:
+            return await labeler.label(GroupRequest("pid", "What is 2+2?", "gsm8k", 1, tuple(responses)))
+        finally:
+            await labeler.aclose()
+
+    return asyncio.run(run())
+
+
+def test_majority_self_label_rewards_and_pair():
+    config = CoActConfig(router=RouterConfig(policy="self_only"))
+    outcome = _label(config, ["#### 4", "so 4", "#### 5", "it is #### 4 indeed", ""])
+    assert outcome.route == "self" and outcome.label_source == "self" and outcome.label_answer == "4"
+    assert outcome.rewards == (1.0, 1.0, 0.0, 1.0, 0.0)
+    chosen, rejected = outcome.pair
+    assert outcome.rewards[chosen] == 1.0 and outcome.rewards[rejected] == 0.0
+    assert outcome.extra_info(chosen)["coact_pair_role"] == "chosen"
+    assert outcome.extra_info(rejected)["coact_pair_role"] == "rejected"
+    assert {outcome.extra_info(i)["coact_pair_role"] for i in range(5)} == {"chosen", "rejected", ""}
+
+
+def test_low_agreement_is_dropped_with_zero_rewards_and_no_pair():
+    config = CoActConfig(router=RouterConfig(policy="self_only"))
+    outcome = _label(config, ["#### 1", "#### 2", "#### 3", "#### 4"])
+    assert outcome.route == "drop" and outcome.label_source == "none"
+    assert outcome.rewards == (0.0,) * 4 and outcome.pair is None
+
+
+def test_unreachable_oracle_falls_back_within_the_bound():
+    with socket.socket() as sock:  # a port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    config = CoActConfig(
+        router=RouterConfig(policy="gold_all"),
+        oracle=OracleConfig(request_timeout_s=0.2, max_wait_s=1.0, retries=1),
+    )
+    start = time.monotonic()
+    confident = _label(config, ["#### 4", "#### 4", "#### 4", "#### 5"], url=f"http://127.0.0.1:{port}")
+    assert time.monotonic() - start < 10
+    assert confident.oracle_status == "unavailable"
+    assert confident.route == "self" and confident.rewards == (1.0, 1.0, 1.0, 0.0)
+    unsure = _label(config, ["#### 1", "#### 2", "#### 3", "#### 4"], url=f"http://127.0.0.1:{port}")
+    assert unsure.route == "drop" and unsure.route_reason == "oracle_unavailable"
+
+
+def test_empty_group_is_an_error():
+    with pytest.raises(ValueError, match="no responses"):
+        _label(CoActConfig(), [])
+
+
+def test_dpo_pairs_found_per_uid_within_a_micro_batch():
+    uids = ["a", "a", "a", "b", "b", "c", "c"]
+    roles = ["", "rejected", "chosen", "chosen", "", "chosen", "rejected"]
+    assert pair_rows(uids, roles) == ([2, 5], [1, 6])  # b has no rejected row here: no pair
