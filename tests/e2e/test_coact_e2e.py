@@ -125,3 +125,24 @@ def test_coact_grpo_with_lora(tiny_assets, tmp_path):
     # the rollout samples from the merged adapter weights: the gap does not grow with training
     gaps = run.metric("training/rollout_probs_diff_max")
     assert max(gaps) < 0.05, gaps
+
+
+def test_training_continues_when_the_oracle_is_down(tiny_assets, tmp_path):
+    import socket
+
+    with socket.socket() as sock:  # a loopback port with nothing listening
+        sock.bind(("127.0.0.1", 0))
+        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    overrides = base_overrides(tiny_assets, 2) + [
+        f"coact.oracle.url={dead}",
+        "coact.router.policy=gold_all",
+        "coact.oracle.max_wait_s=1.0",
+        "coact.oracle.request_timeout_s=0.3",
+    ]
+    run = run_ok("coact_grpo_cpu", overrides, tmp_path / "down.log")
+    assert sorted(run.steps) == [1, 2]
+    for step in run.steps.values():  # every group was routed to the oracle, none got an answer
+        assert step["coact/oracle/status_unavailable"] == step["coact/groups"]
+        assert step["coact/route/oracle_frac"] == 0.0
+        assert step["coact/route/self_frac"] + step["coact/route/drop_frac"] == pytest.approx(1.0)
+    assert "coact/oracle/unreachable" in run.steps[2]
