@@ -56,9 +56,7 @@ def _dumped_groups_by_step(dump_dir):
             row = json.loads(line)
             uid, session, _ = row["uid"].rsplit("_", 2)
             groups[uid].append((int(session), row["input"], row["output"]))
-        by_step[int(path.stem)] = [
-            (items[0][1], [text for _, _, text in sorted(items)]) for items in groups.values()
-        ]
+        by_step[int(path.stem)] = [(items[0][1], [text for _, _, text in sorted(items)]) for items in groups.values()]
     return by_step
 
 
