@@ -165,6 +165,7 @@ class GenerationConfig:
         near_duplicate_threshold: character 5-gram Jaccard at or above which a question duplicates a pool
             prompt or one of its seeds, in (0, 1].
         seed: seed of the pool's few-shot seed sampling.
+        max_question_tokens: token limit when the policy writes one question.
     """
 
     every_k_steps: int = 0
@@ -175,6 +176,7 @@ class GenerationConfig:
     admit_threshold_numeric: float = 0.875
     near_duplicate_threshold: float = 0.8
     seed: int = 0
+    max_question_tokens: int = 256
 
     def __post_init__(self) -> None:
         if self.every_k_steps < 0 or self.num_questions < 0 or self.num_shots < 1 or self.max_question_chars < 1:

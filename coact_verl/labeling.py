@@ -78,6 +78,7 @@ class GroupOutcome:
             "coact_route_reason": self.route_reason,
             "coact_label_source": self.label_source,
             "coact_label": self.label_answer or "",
+            "coact_label_cluster": int(self.label_cluster),
             "coact_pred": answer or "",
             "coact_cluster": int(self.stats.cluster_of[index]),
             "coact_oracle_status": self.oracle_status,

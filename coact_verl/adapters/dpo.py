@@ -93,9 +93,7 @@ class CoActDPOTrainer(CoActMetricsMixin, PPOTrainerSync):
         if problems:
             raise ValueError("coact_dpo keeps each group in one micro-batch; it needs " + "; ".join(problems))
         self.actor_rollout_wg.set_loss_fn(
-            functools.partial(
-                dpo_loss_fn, beta=self.coact.dpo.beta, nll_weight=self.coact.dpo.nll_weight, group_size=n
-            )
+            functools.partial(dpo_loss_fn, beta=self.coact.dpo.beta, nll_weight=self.coact.dpo.nll_weight, group_size=n)
         )
 
     def _update_actor(self, batch: Any, metrics: dict) -> Any:

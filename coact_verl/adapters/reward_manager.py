@@ -38,6 +38,7 @@ INCOMPLETE_INFO = {
     "coact_route_reason": "gate_timeout",
     "coact_label_source": "none",
     "coact_label": "",
+    "coact_label_cluster": -1,
     "coact_pred": "",
     "coact_cluster": -1,
     "coact_oracle_status": "not_asked",

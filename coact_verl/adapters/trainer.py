@@ -14,6 +14,7 @@ import transfer_queue as tq
 from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
+from coact_verl.adapters.generation import CoActGenerationMixin
 from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
 from coact_verl.metrics import step_metrics
 
@@ -42,23 +43,32 @@ class CoActMetricsMixin:
         self._budget_client = None
         super().init()  # type: ignore[misc]
 
-    def _same(self, pairs):
+    def _metric_clusterer(self):
         if self._clusterer is None:
             from coact_verl.consistency import AnswerClusterer
 
             self._clusterer = AnswerClusterer(self.coact.consistency)
-        return self._clusterer.same_many(pairs)
+        return self._clusterer
+
+    def _same(self, pairs):
+        return self._metric_clusterer().same_many(pairs)
+
+    def _after_batch(self, infos: list[dict], extra_infos: list[dict], metrics: dict) -> None:
+        """Hook for mixins that learn from each training batch (e.g. the prompt pool)."""
 
     def _compute_metrics(self, batch: Any, metrics: dict, timing_raw: dict, global_steps: int, epoch: int):
         result = super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)  # type: ignore[misc]
         keep = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
         keys = [batch.keys[i] for i in keep]
         if keys:
-            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=["extra_fields"])
+            fields = ["extra_fields", "extra_info"]
+            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
             extra = data.pop("extra_fields").tolist()
+            extra_infos = [e if isinstance(e, dict) else {} for e in data.pop("extra_info").tolist()]
             infos = [(e or {}).get("reward_extra_info", {}) if isinstance(e, dict) else {} for e in extra]
             uids = [key.split("_", 1)[0] for key in keys]
             metrics.update(step_metrics(infos, uids, gold=self._gold, same=self._same))
+            self._after_batch(infos, extra_infos, metrics)
         metrics.update(self._budget_metrics())
         return result
 
@@ -79,5 +89,6 @@ class CoActMetricsMixin:
 
 
 @register_trainer("coact")
-class CoActTrainer(CoActMetricsMixin, PPOTrainerSync):
-    """Synchronous CoAct trainer (GRPO): rewards come from the rollout workers' group step."""
+class CoActTrainer(CoActGenerationMixin, CoActMetricsMixin, PPOTrainerSync):
+    """Synchronous CoAct trainer (GRPO): rewards come from the rollout workers' group step; with
+    ``coact.generation.every_k_steps > 0`` it also grows the prompt pool with generated questions."""

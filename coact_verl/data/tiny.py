@@ -3,7 +3,8 @@
 The tokenizer is a byte-level BPE (vocabulary 512) trained on arithmetic word problems, with a ChatML
 chat template; the model is a random 2-layer Qwen2 (hidden 64, about 0.1 M parameters, 0.4 MB).
 ``warmup_steps > 0`` fits it briefly on problems written in the GSM8K answer format, so that its
-samples contain ``#### <number>`` answers and agree with one another some of the time.
+samples contain ``#### <number>`` answers and agree with one another some of the time, and on writing a
+new problem from three example problems (the prompt of CoAct's question generation).
 """
 
 from __future__ import annotations
@@ -99,19 +100,25 @@ def build_tiny_model(
 
 def _warm_up(model, tokenizer, steps: int, seed: int) -> None:
     """Supervised fine-tuning on chat-formatted problem/solution pairs (loss on the solution only)."""
+    from coact_verl.pool.generation import build_generation_prompt
+
     rng = random.Random(seed)
     problems = arithmetic_problems(4000, seed=seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)
     model.train()
-    for _ in range(steps):
-        batch = rng.sample(problems, 32)
+    for step in range(steps):
+        writing = step % 4 == 3  # every fourth batch: write a new question from three others (long prompts)
+        batch = rng.sample(problems, 8 if writing else 32)
         rows, masks = [], []
         for problem in batch:
-            prompt = tokenizer.apply_chat_template(
-                [{"role": "user", "content": problem.prompt}], add_generation_prompt=True, tokenize=False
-            )
+            if writing:
+                seeds = [p.question for p in rng.sample(problems, 3)]
+                messages, target = build_generation_prompt(seeds, "gsm8k"), problem.question
+            else:
+                messages, target = [{"role": "user", "content": problem.prompt}], problem.solution
+            prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
             prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            answer_ids = tokenizer(problem.solution + "<|im_end|>", add_special_tokens=False)["input_ids"]
+            answer_ids = tokenizer(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
             rows.append(prompt_ids + answer_ids)
             masks.append([0] * len(prompt_ids) + [1] * len(answer_ids))
         width = max(len(r) for r in rows)

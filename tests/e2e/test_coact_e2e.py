@@ -146,3 +146,35 @@ def test_training_continues_when_the_oracle_is_down(tiny_assets, tmp_path):
         assert step["coact/route/oracle_frac"] == 0.0
         assert step["coact/route/self_frac"] + step["coact/route/drop_frac"] == pytest.approx(1.0)
     assert "coact/oracle/unreachable" in run.steps[2]
+
+
+def test_generated_questions_are_admitted_and_trained_on(tiny_assets, tmp_path):
+    from coact_verl.pool import PromptPool
+
+    overrides = base_overrides(tiny_assets, 5) + [
+        f"coact.oracle.gold_path={tiny_assets['train_gold']}",
+        f"coact.oracle.db_path={tmp_path / 'oracle.sqlite'}",
+        "coact.router.policy=gold_all",  # many oracle-verified seeds early in a short run
+        "coact.router.oracle_share_per_step=1.0",
+        "coact.generation.every_k_steps=2",
+        "actor_rollout_ref.rollout.max_model_len=1024",  # 3-shot prompts are longer than training prompts
+        "trainer.save_freq=2",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+    ]
+    run = run_ok("coact_grpo_cpu", overrides, tmp_path / "gen.log")
+    generated = run.metric("gen/generated")
+    admitted = run.metric("gen/admitted")
+    assert generated and sum(generated) > 0, "no generation round ran"
+    assert sum(admitted) > 0, f"nothing admitted: {run.steps}"
+    trained = run.metric("coact/batch/provenance_generated")
+    first_admission = min(s for s in sorted(run.steps) if run.steps[s].get("gen/admitted", 0) > 0)
+    assert any(run.steps[s]["coact/batch/provenance_generated"] > 0 for s in run.steps if s > first_admission), trained
+    rejected = {k: v for s in run.steps.values() for k, v in s.items() if k.startswith("gen/rejected_") and v}
+    assert sum(generated) == sum(admitted) + sum(
+        v for s in run.steps.values() for k, v in s.items() if k.startswith("gen/rejected_")
+    ), rejected
+    # each checkpoint holds the pool as of the end of its step (the resume point)
+    for step in (2, 4, 5):
+        saved = PromptPool.load(tmp_path / "ckpt" / f"global_step_{step}" / "coact_pool.json")
+        admitted_so_far = sum(run.steps[s].get("gen/admitted", 0) for s in run.steps if s <= step)
+        assert saved.counts()["generated"] == admitted_so_far, (step, saved.counts())

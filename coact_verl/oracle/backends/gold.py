@@ -1,0 +1,126 @@
+"""Gold backend: checks each candidate against the hidden gold answer of its prompt."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import re
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from coact_verl.oracle.backends.base import Candidate, LabelQuery, LabelResult, accepted_answer
+
+Equivalence = Callable[[str, str], bool]
+Extractor = Callable[[str, str], "str | None"]
+
+_NUMBER_NOISE = re.compile(r"[\s,$]|\\!|\\,")
+
+
+def exact_or_numeric(a: str, b: str) -> bool:
+    """Cheap equivalence: equal as numbers (relative tolerance 1e-9, ``,``/``$``/spaces ignored) or as stripped text."""
+    x, y = a.strip().rstrip("."), b.strip().rstrip(".")
+    if x == y:
+        return True
+    try:
+        fx, fy = float(_NUMBER_NOISE.sub("", x)), float(_NUMBER_NOISE.sub("", y))
+    except ValueError:
+        return x.casefold() == y.casefold()
+    return math.isclose(fx, fy, rel_tol=1e-9, abs_tol=1e-12)
+
+
+class _Clusterer:
+    """One shared ``coact_verl.consistency.AnswerClusterer`` (its math-verify pool starts on first need)."""
+
+    def __init__(self) -> None:
+        self._clusterer: Any = None
+        self._lock = threading.Lock()
+
+    def same_many(self, pairs: list[tuple[str, str]], task: str) -> list[bool]:
+        with self._lock:
+            if self._clusterer is None:
+                from coact_verl.consistency import AnswerClusterer
+
+                self._clusterer = AnswerClusterer()
+        return self._clusterer.same_many(pairs, task)
+
+    def close(self) -> None:
+        with self._lock:
+            if self._clusterer is not None:
+                self._clusterer.close()
+
+
+def _default_extract(text: str, task: str) -> str | None:
+    from coact_verl.consistency import extract_answer
+
+    return extract_answer(text, task)
+
+
+class GoldBackend:
+    """Marks a candidate correct when its answer is equivalent to the gold answer.
+
+    Args:
+        equivalent: ``same(reference, answer) -> bool`` used for every task; ``None`` uses
+            ``coact_verl.consistency.AnswerClusterer`` (canonical forms, then math-verify in a process pool).
+        extract: ``extract(response, task) -> answer | None`` for candidates sent without an answer;
+            ``None`` uses ``coact_verl.consistency.extract_answer`` with the default equivalence, else no extraction.
+        offload: run the checks in a worker thread (default: only for the default, possibly slow, equivalence).
+            A backend that does not offload is ``inline``: the service labels inside the charging transaction.
+    """
+
+    name = "gold"
+    needs_gold = True
+    automatic = True
+
+    def __init__(
+        self,
+        equivalent: Equivalence | None = None,
+        extract: Extractor | None = None,
+        offload: bool | None = None,
+    ) -> None:
+        self._fixed = equivalent
+        self._clusterer = _Clusterer() if equivalent is None else None
+        self._extract = extract if extract is not None else (_default_extract if equivalent is None else None)
+        self._offload = equivalent is None if offload is None else offload
+        self.inline = not self._offload
+
+    def verify(self, candidates: list[Candidate] | tuple[Candidate, ...], gold: str, task: str) -> tuple[bool, ...]:
+        """Per-candidate correctness against ``gold`` (a candidate with no answer is incorrect)."""
+        extract = self._extract
+        answers = [
+            c.answer if c.answer is not None or extract is None else extract(c.response, task) for c in candidates
+        ]
+        distinct = sorted({a for a in answers if a is not None})
+        if self._fixed is not None:
+            verdicts = [bool(self._fixed(gold, a)) for a in distinct]
+        else:
+            verdicts = self._clusterer.same_many([(gold, a) for a in distinct], task)  # type: ignore[union-attr]
+        same = dict(zip(distinct, verdicts, strict=True))
+        return tuple(a is not None and same[a] for a in answers)
+
+    async def truth(self, query: LabelQuery) -> tuple[bool, ...]:
+        """Gold verdicts for ``query`` (which must carry ``gold``)."""
+        if query.gold is None:
+            raise ValueError("gold backend needs a gold answer")
+        args = (list(query.candidates), query.gold, query.task)
+        if self._offload:
+            return await asyncio.to_thread(self.verify, *args)
+        return self.verify(*args)
+
+    async def label(self, query: LabelQuery) -> LabelResult:
+        """Label by gold verification; the accepted answer is a candidate's, never the gold text itself."""
+        return self._result(await self.truth(query), query)
+
+    def label_now(self, query: LabelQuery) -> LabelResult:
+        """Synchronous :meth:`label` (for ``inline`` use)."""
+        if query.gold is None:
+            raise ValueError("gold backend needs a gold answer")
+        return self._result(self.verify(list(query.candidates), query.gold, query.task), query)
+
+    def _result(self, correct: tuple[bool, ...], query: LabelQuery) -> LabelResult:
+        return LabelResult(correct=correct, answer=accepted_answer(query.candidates, correct), source=self.name)
+
+    async def aclose(self) -> None:
+        """Stop the math-verify workers, if any were started."""
+        if self._clusterer is not None:
+            self._clusterer.close()

@@ -1,0 +1,153 @@
+"""``oracle serve``: run the oracle service (``coact-verl oracle serve`` or ``python -m coact_verl.oracle serve``)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import logging
+import os
+import socket
+from pathlib import Path
+
+from coact_verl.oracle.service.settings import SETTINGS_ENV, OracleSettings
+
+ADMIN_TOKEN_ENV = "COACT_ORACLE_ADMIN_TOKEN"
+TRAINER_TOKEN_ENV = "COACT_ORACLE_TRAINER_TOKEN"
+BACKENDS = ("gold", "simulated", "llm_judge", "human")
+
+
+def _optional_int(text: str) -> int | None:
+    return None if text.lower() in ("none", "unbounded") else int(text)
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """Options of ``serve``."""
+    defaults = OracleSettings()
+    add = parser.add_argument
+    add("--db", default=defaults.db_path, help="SQLite file (created if missing)")
+    add("--host", default="127.0.0.1", help="bind address")
+    add("--port", type=int, default=8765, help="TCP port; 0 picks a free one (see --port-file)")
+    add("--port-file", default=None, help="write the bound port to this file once listening")
+    add("--backend", choices=BACKENDS, default=defaults.backend, help="who labels")
+    add("--gold", default=None, help="parquet/jsonl with prompt_id and answer, loaded at start")
+    add("--budget-total", type=_optional_int, default=None, help="total label budget ('none' = unbounded)")
+    add("--budget-per-step", type=_optional_int, default=None, help="labels per training step")
+    add("--admin-token", default=os.environ.get(ADMIN_TOKEN_ENV), help=f"admin token (or ${ADMIN_TOKEN_ENV})")
+    add("--trainer-token", default=os.environ.get(TRAINER_TOKEN_ENV), help=f"trainer token (or ${TRAINER_TOKEN_ENV})")
+    add("--equivalence", default=defaults.equivalence, help="consistency | exact | module:function")
+    add("--seed", type=int, default=defaults.seed, help="seed of the simulated annotators")
+    add("--sim-annotators", type=int, default=defaults.sim_annotators, help="simulated pool size")
+    add("--sim-flip-rate", type=float, default=defaults.sim_flip_rate, help="mean label-flip probability")
+    add("--sim-flip-spread", type=float, default=defaults.sim_flip_spread, help="spread of per-annotator flip rates")
+    add("--sim-position-bias", type=float, default=defaults.sim_position_bias, help="first-candidate bias")
+    add("--judge-url", default=None, help="OpenAI-compatible base URL (…/v1) for llm_judge")
+    add("--judge-model", default=defaults.judge_model, help="judge model name")
+    add("--judge-api-key-env", default=defaults.judge_api_key_env, help="env variable holding the judge API key")
+    add("--judge-timeout", type=float, default=defaults.judge_timeout_s, help="judge request timeout, seconds")
+    add("--judge-retries", type=int, default=defaults.judge_retries, help="judge retries")
+    add("--judge-without-gold", action="store_true", help="do not show the judge the gold answer")
+    add("--db-synchronous", default=defaults.db_synchronous, choices=("NORMAL", "FULL", "EXTRA"), help="SQLite sync")
+    add("--db-threads", action="store_true", help="run SQLite calls in worker threads")
+    add(
+        "--two-phase",
+        action="store_true",
+        help="charge and label in separate transactions (answers checked in a thread)",
+    )
+    add("--no-fast-path", action="store_true", help="serve every request through the FastAPI routes")
+    add("--lease", type=float, default=defaults.lease_s, help="human task lease, seconds")
+    add("--workers", type=int, default=1, help="uvicorn worker processes")
+    add("--http", choices=("auto", "h11", "httptools"), default="auto", help="HTTP parser")
+    add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="event loop")
+    add("--log-level", default="warning", help="uvicorn log level")
+    add("--access-log", action="store_true", help="log every request")
+
+
+def settings_from_args(args: argparse.Namespace) -> OracleSettings:
+    """:class:`OracleSettings` from parsed ``serve`` options."""
+    return OracleSettings(
+        db_path=args.db,
+        backend=args.backend,
+        gold_path=args.gold,
+        budget_total=args.budget_total,
+        budget_per_step=args.budget_per_step,
+        admin_token=args.admin_token,
+        trainer_token=args.trainer_token,
+        equivalence=args.equivalence,
+        seed=args.seed,
+        sim_annotators=args.sim_annotators,
+        sim_flip_rate=args.sim_flip_rate,
+        sim_flip_spread=args.sim_flip_spread,
+        sim_position_bias=args.sim_position_bias,
+        judge_url=args.judge_url,
+        judge_model=args.judge_model,
+        judge_api_key_env=args.judge_api_key_env,
+        judge_timeout_s=args.judge_timeout,
+        judge_retries=args.judge_retries,
+        judge_with_gold=not args.judge_without_gold,
+        db_synchronous=args.db_synchronous,
+        db_threads=args.db_threads,
+        lease_s=args.lease,
+        two_phase=args.two_phase,
+        fast_path=not args.no_fast_path,
+    )
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Bind, announce the port, and serve until stopped."""
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    settings = settings_from_args(args)
+    sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((args.host, args.port))
+    port = sock.getsockname()[1]
+    common = {"log_level": args.log_level, "access_log": args.access_log, "timeout_graceful_shutdown": 5}
+    common.update(http=args.http, loop=args.loop)
+    if args.port_file:  # written only after binding, atomically
+        tmp = Path(f"{args.port_file}.tmp")
+        tmp.write_text(str(port))
+        os.replace(tmp, args.port_file)
+    logging.getLogger("coact_verl.oracle").info("oracle service on %s:%d (%s)", args.host, port, settings.backend)
+    if args.workers > 1:
+        # Gold and budget are applied here, once: a worker that the supervisor restarts must not reset a budget
+        # changed through the API since.
+        from coact_verl.oracle.service.app import apply_start_settings
+        from coact_verl.oracle.service.db import Store
+
+        store = Store(settings.db_path, synchronous=settings.db_synchronous, checkpoint_every_s=None)
+        apply_start_settings(store, settings)
+        store.close()
+        worker_settings = dataclasses.replace(settings, gold_path=None, budget_total=None, budget_per_step=None)
+        os.environ[SETTINGS_ENV] = worker_settings.to_env()
+        app = "coact_verl.oracle.service.app:create_app_from_env"
+        config = uvicorn.Config(app, factory=True, workers=args.workers, host=args.host, port=port, **common)
+        Multiprocess(config, sockets=[sock]).run()
+        return 0
+    from coact_verl.oracle.service.app import create_app
+
+    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=port, **common))
+    server.run(sockets=[sock])
+    return 0 if server.started else 1
+
+
+def add_oracle_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    """Register ``oracle serve`` on a CLI's subparsers; the leaf parser sets ``func`` (call ``args.func(args)``)."""
+    oracle = subparsers.add_parser("oracle", help="the oracle label service")
+    actions = oracle.add_subparsers(dest="oracle_command", required=True)
+    serve_parser = actions.add_parser("serve", help="run the oracle service")
+    add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(func=serve)
+    return oracle
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m coact_verl.oracle serve ...``."""
+    parser = argparse.ArgumentParser(prog="python -m coact_verl.oracle", description="coact-verl oracle service")
+    actions = parser.add_subparsers(dest="command", required=True)
+    serve_parser = actions.add_parser("serve", help="run the oracle service")
+    add_serve_arguments(serve_parser)
+    serve_parser.set_defaults(func=serve)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    return args.func(args)

@@ -1,0 +1,294 @@
+"""Trainer-side client of the oracle service: bounded waits, retries, never raises into training."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import threading
+import time
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from coact_verl.oracle.local import start_local_service, stop_local_service
+from coact_verl.oracle.results import ClientStats, OracleLabel, OracleResult, make_key
+
+if TYPE_CHECKING:
+    from coact_verl.config import OracleConfig
+
+__all__ = [
+    "ClientStats",
+    "OracleClient",
+    "OracleLabel",
+    "OracleResult",
+    "SyncOracleClient",
+    "make_key",
+    "start_local_service",
+    "stop_local_service",
+]
+log = logging.getLogger("coact_verl.oracle.client")
+_RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+def _candidate(c: Any) -> dict[str, Any]:
+    if isinstance(c, Mapping):
+        return {"answer": c.get("answer"), "response": c.get("response", ""), "votes": int(c.get("votes", 1))}
+    return {"answer": c.answer, "response": c.response, "votes": int(getattr(c, "votes", 1))}
+
+
+class OracleClient:
+    """Async client (one per event loop).
+
+    Args:
+        base_url: service URL, e.g. ``http://127.0.0.1:8765``.
+        token: bearer token (trainer, or admin for the admin calls).
+        request_timeout_s: bound of one HTTP attempt, in seconds.
+        max_wait_s: bound of one call including retries and backoff, in seconds.
+        retries: retries after a failed attempt (connect errors, timeouts, 5xx, 429).
+        backoff_s: first backoff, doubled per retry, with ±50 % jitter, in seconds.
+        max_connections: HTTP connection pool size; at most this many requests are in flight (more callers wait,
+            within their ``max_wait_s``), which keeps the pool fast under many concurrent callers.
+    """
+
+    WARN_EVERY_S = 10.0
+
+    def __init__(
+        self,
+        base_url: str,
+        token: str,
+        request_timeout_s: float = 2.0,
+        max_wait_s: float = 5.0,
+        retries: int = 2,
+        backoff_s: float = 0.05,
+        max_connections: int = 16,
+    ) -> None:
+        if request_timeout_s <= 0 or max_wait_s <= 0 or retries < 0:
+            raise ValueError("timeouts must be > 0 and retries >= 0")
+        self.base_url, self.retries, self.backoff_s = base_url.rstrip("/"), retries, backoff_s
+        self.request_timeout_s, self.max_wait_s = request_timeout_s, max_wait_s
+        self.stats = ClientStats()
+        self._gate = asyncio.Semaphore(max_connections)
+        self._last_warning = -float("inf")
+        self._http = httpx.AsyncClient(
+            base_url=self.base_url,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=httpx.Timeout(request_timeout_s),
+            limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
+        )
+
+    @classmethod
+    def from_config(cls, config: OracleConfig, url: str | None = None) -> OracleClient:
+        """Client with the token, timeouts and retries of an :class:`~coact_verl.config.OracleConfig`.
+
+        ``url`` overrides ``config.url`` (e.g. the URL of a service from :func:`start_local_service`).
+        """
+        base_url = url or config.url
+        if not base_url:
+            raise ValueError("no oracle URL: set coact.oracle.url or start a local service first")
+        return cls(
+            base_url,
+            config.token,
+            request_timeout_s=config.request_timeout_s,
+            max_wait_s=config.max_wait_s,
+            retries=config.retries,
+            max_connections=config.max_connections,
+        )
+
+    async def __aenter__(self) -> OracleClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the connection pool."""
+        await self._http.aclose()
+
+    async def _call(self, method: str, path: str, **kwargs: Any) -> tuple[httpx.Response | None, str | None, int]:
+        """One bounded, retried call: (response or ``None``, error, attempts). 4xx responses are returned as is."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.max_wait_s
+        error, attempt = "no attempt", 0
+        while attempt <= self.retries:
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                break
+            attempt += 1
+            self.stats.requests += 1
+            try:
+                timeout = min(self.request_timeout_s, remaining)
+                resp = await asyncio.wait_for(self._send(method, path, timeout, kwargs), timeout)
+                if resp.status_code not in _RETRY_STATUS:
+                    return resp, None, attempt
+                error = f"HTTP {resp.status_code}"
+            except (httpx.TransportError, asyncio.TimeoutError) as exc:
+                error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+            if attempt > self.retries:
+                break
+            self.stats.retries += 1
+            delay = min(self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5), deadline - loop.time())
+            if delay > 0:
+                await asyncio.sleep(delay)
+        if loop.time() >= deadline:
+            error = f"no answer within max_wait_s={self.max_wait_s} s ({error})"
+        return None, error, attempt
+
+    def _warn(self, message: str) -> None:
+        """Log a warning at most every ``WARN_EVERY_S`` seconds (an outage must not flood the training log)."""
+        now = time.monotonic()
+        if now - self._last_warning >= self.WARN_EVERY_S:
+            self._last_warning = now
+            log.warning(message)
+        else:
+            log.debug(message)
+
+    async def _send(self, method: str, path: str, timeout: float, kwargs: dict[str, Any]) -> httpx.Response:
+        async with self._gate:
+            return await self._http.request(method, path, timeout=timeout, **kwargs)
+
+    async def query(
+        self, *, key: str, prompt_id: str, prompt: str, task: str, step: int, candidates: Iterable[Any]
+    ) -> OracleResult:
+        """Ask for a label; returns within ``max_wait_s`` and never raises for service trouble."""
+        start = time.monotonic()
+        body = {"key": key, "prompt_id": prompt_id, "prompt": prompt, "task": task, "step": int(step),
+                "candidates": [_candidate(c) for c in candidates]}  # fmt: skip
+        try:
+            resp, error, attempts = await self._call("POST", "/v1/queries", json=body)
+        except Exception as exc:  # noqa: BLE001 - training must not see service failures
+            resp, error, attempts = None, f"{type(exc).__name__}: {exc}", 0
+        elapsed = time.monotonic() - start
+        if resp is not None and resp.status_code == 200:
+            try:
+                data = resp.json()
+                label = data["label"]
+                result = OracleResult(
+                    status=data["status"],
+                    query_id=data["query_id"],
+                    label=None
+                    if label is None
+                    else OracleLabel(label["answer"], tuple(label["correct"]), label["source"]),
+                    budget=data["budget"],
+                    attempts=attempts,
+                    elapsed_s=elapsed,
+                )
+            except (ValueError, KeyError, TypeError) as exc:
+                error = f"unreadable answer: {exc!r}"
+            else:
+                self.stats.by_status[result.status] = self.stats.by_status.get(result.status, 0) + 1
+                return result
+        elif resp is not None:
+            error = f"HTTP {resp.status_code}: {resp.text[:200]}"
+        self.stats.unavailable += 1
+        self._warn(f"oracle unavailable for {key} ({self.stats.unavailable} so far): {error}")
+        return OracleResult("unavailable", error=error, attempts=attempts, elapsed_s=elapsed)
+
+    async def query_many(self, queries: Iterable[Mapping[str, Any]], concurrency: int = 64) -> list[OracleResult]:
+        """Run :meth:`query` for each mapping of its keyword arguments, ``concurrency`` at a time, in order."""
+        gate = asyncio.Semaphore(concurrency)
+
+        async def one(q: Mapping[str, Any]) -> OracleResult:
+            async with gate:
+                return await self.query(**q)
+
+        return list(await asyncio.gather(*(one(q) for q in queries)))
+
+    async def _json(self, method: str, path: str, **kwargs: Any) -> Any | None:
+        try:
+            resp, error, _ = await self._call(method, path, **kwargs)
+        except Exception as exc:  # noqa: BLE001
+            resp, error = None, repr(exc)
+        if resp is None or resp.status_code != 200:
+            self._warn(f"oracle {method} {path} failed: {error or resp.status_code}")  # type: ignore[union-attr]
+            return None
+        return resp.json()
+
+    async def labels(self, since_id: int = 0, limit: int = 500) -> dict[str, Any] | None:
+        """``{"labels": [...], "next_since_id": n}`` after ``since_id``, or ``None`` when unavailable."""
+        return await self._json("GET", "/v1/labels", params={"since_id": since_id, "limit": limit})
+
+    async def budget(self) -> dict[str, Any] | None:
+        """``{"total", "spent", "remaining", "per_step"}`` or ``None`` when unavailable."""
+        return await self._json("GET", "/v1/budget")
+
+    async def set_budget(self, total: int | None, per_step: int | None = None) -> dict[str, Any] | None:
+        """Set the budget (admin token); ``None`` when it failed."""
+        body: dict[str, Any] = {"total": total} if per_step is None else {"total": total, "per_step": per_step}
+        return await self._json("POST", "/v1/budget", json=body)
+
+    async def upload_gold(self, answers: Mapping[str, str]) -> dict[str, Any] | None:
+        """Upload hidden gold answers (admin token); ``None`` when it failed."""
+        return await self._json("POST", "/v1/gold", json=dict(answers))
+
+    async def healthy(self) -> bool:
+        """Whether ``/healthz`` answers within ``request_timeout_s``."""
+        try:
+            resp = await asyncio.wait_for(self._http.get("/healthz"), self.request_timeout_s)
+            return resp.status_code == 200
+        except Exception:  # noqa: BLE001
+            return False
+
+
+class SyncOracleClient:
+    """Blocking wrapper for driver-side code: an :class:`OracleClient` on a private event-loop thread."""
+
+    def __init__(self, base_url: str, token: str, **kwargs: Any) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="oracle-client", daemon=True)
+        self._thread.start()
+
+        async def make() -> OracleClient:
+            return OracleClient(base_url, token, **kwargs)
+
+        self.client: OracleClient = self._run(make())
+
+    def _run(self, coro: Any) -> Any:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def query(self, **kwargs: Any) -> OracleResult:
+        """Blocking :meth:`OracleClient.query` (bounded by ``max_wait_s``)."""
+        return self._run(self.client.query(**kwargs))
+
+    def query_many(self, queries: Iterable[Mapping[str, Any]], concurrency: int = 64) -> list[OracleResult]:
+        """Blocking :meth:`OracleClient.query_many`."""
+        return self._run(self.client.query_many(queries, concurrency))
+
+    def labels(self, since_id: int = 0, limit: int = 500) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.labels`."""
+        return self._run(self.client.labels(since_id, limit))
+
+    def budget(self) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.budget`."""
+        return self._run(self.client.budget())
+
+    def set_budget(self, total: int | None, per_step: int | None = None) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.set_budget`."""
+        return self._run(self.client.set_budget(total, per_step))
+
+    def upload_gold(self, answers: Mapping[str, str]) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.upload_gold`."""
+        return self._run(self.client.upload_gold(answers))
+
+    def healthy(self) -> bool:
+        """Blocking :meth:`OracleClient.healthy`."""
+        return self._run(self.client.healthy())
+
+    @property
+    def stats(self) -> ClientStats:
+        """The wrapped client's counters."""
+        return self.client.stats
+
+    def close(self) -> None:
+        """Close the client and stop the loop thread."""
+        if self._loop.is_running():
+            self._run(self.client.aclose())
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> SyncOracleClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

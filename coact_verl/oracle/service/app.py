@@ -1,0 +1,110 @@
+"""FastAPI application factory of the oracle service."""
+
+from __future__ import annotations
+
+import gc
+import inspect
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+
+from coact_verl.oracle.backends import make_backend
+from coact_verl.oracle.service.auth import SECURITY_SCHEME, TokenAuth
+from coact_verl.oracle.service.core import OracleCore
+from coact_verl.oracle.service.db import Store
+from coact_verl.oracle.service.fast_path import QueriesFastPath
+from coact_verl.oracle.service.gold_io import load_gold_file
+from coact_verl.oracle.service.routes import admin, annotate, budget, health, queries, tasks
+from coact_verl.oracle.service.settings import OracleSettings
+
+log = logging.getLogger("coact_verl.oracle")
+API_VERSION = "1.0.0"
+MAX_BODY_BYTES = 16 * 2**20
+_AUTH_RESPONSES = {"401": {"description": "missing or unknown token"}, "403": {"description": "wrong role"}}
+
+
+def apply_start_settings(store: Store, settings: OracleSettings) -> None:
+    """Load the gold file and set the budget given at start (once per service, not per worker)."""
+    if settings.gold_path:
+        count = store.put_gold(load_gold_file(settings.gold_path))
+        log.info("loaded %d gold answers from %s", count, settings.gold_path)
+    if settings.budget_total is not None or settings.budget_per_step is not None:
+        store.set_budget(settings.budget_total, settings.budget_per_step)
+
+
+def create_app(settings: OracleSettings) -> FastAPI:
+    """Build the app; the store, backend, gold file and budget are set up in its lifespan."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        store = Store(settings.db_path, synchronous=settings.db_synchronous)
+        apply_start_settings(store, settings)
+        backend = make_backend(settings)
+        core = OracleCore(store, backend, db_threads=settings.db_threads, lease_s=settings.lease_s)
+        app.state.settings, app.state.store, app.state.core = settings, store, core
+        app.state.auth = TokenAuth(store, settings.admin_token, settings.trainer_token)
+        if not settings.admin_token:
+            log.warning("no admin token: admin endpoints are unreachable")
+        core.spawn(core.recover())
+        # Move the start-up objects out of the collector's sight: full collections stay short during serving.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield
+        finally:
+            await core.aclose()
+            store.close()
+
+    # Bound request bodies where this FastAPI version can (413 beyond); field limits bound them anyway.
+    limit = {"max_body_size": MAX_BODY_BYTES} if "max_body_size" in inspect.signature(FastAPI).parameters else {}
+    app = FastAPI(
+        title="coact-verl oracle",
+        version=API_VERSION,
+        description="Budgeted oracle labels for CoAct training: gold, simulated, LLM-judge or human annotators.",
+        lifespan=lifespan,
+        **limit,
+    )
+    for module in (health, queries, budget, admin, tasks, annotate):
+        app.include_router(module.router)
+    _declare_bearer_auth(app)
+    if settings.fast_path:
+        app.add_middleware(QueriesFastPath)
+
+    @app.exception_handler(sqlite3.OperationalError)
+    async def database_busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
+        """Lock timeouts and I/O errors are transient for the caller: 503, to be retried (keys are idempotent)."""
+        log.error("database error on %s: %s", request.url.path, exc)
+        return JSONResponse({"detail": "database unavailable, retry"}, status_code=503, headers={"Retry-After": "1"})
+
+    return app
+
+
+def _declare_bearer_auth(app: FastAPI) -> None:
+    """Add the bearer scheme (and the 400/401/403 answers) to the OpenAPI spec of every ``/v1`` operation."""
+    build = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            spec = build()
+            spec.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEME
+            for path, operations in spec["paths"].items():
+                if path.startswith("/v1/"):
+                    for operation in operations.values():
+                        operation["security"] = [{"bearer": []}]
+                        operation.setdefault("responses", {}).update(_AUTH_RESPONSES)
+                        if "requestBody" in operation:
+                            operation["responses"]["400"] = {"description": "malformed request body"}
+            app.openapi_schema = spec
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+
+
+def create_app_from_env() -> FastAPI:
+    """Factory for worker processes: settings come from ``$COACT_ORACLE_SETTINGS``."""
+    return create_app(OracleSettings.from_env())

@@ -1,0 +1,137 @@
+"""Query handling shared by the routes: charge, label, store; refund on failure; recover after a crash."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+from coact_verl.oracle.backends import Backend, BackendError, Candidate, LabelQuery, LabelResult
+from coact_verl.oracle.service.db import Budget, Reservation, Store, check_label
+from coact_verl.oracle.service.schemas import BudgetOut, LabelOut, QueryIn, QueryOut
+
+log = logging.getLogger("coact_verl.oracle")
+_T = TypeVar("_T")
+
+
+def budget_out(budget: Budget) -> BudgetOut:
+    """API form of a budget."""
+    return BudgetOut(total=budget.total, spent=budget.spent, remaining=budget.remaining, per_step=budget.per_step)
+
+
+def label_out(label: LabelResult) -> LabelOut:
+    """API form of a label (the annotator identity stays out of query responses)."""
+    return LabelOut(answer=label.answer, correct=list(label.correct), source=label.source)
+
+
+class OracleCore:
+    """The service's behaviour, independent of HTTP.
+
+    Args:
+        store: the SQLite store.
+        backend: the labeller.
+        db_threads: run store calls in worker threads (else inline on the event loop: each is a short transaction).
+        lease_s: how long a human task stays with the annotator who fetched it, in seconds.
+    """
+
+    def __init__(self, store: Store, backend: Backend, db_threads: bool = False, lease_s: float = 600.0) -> None:
+        self.store, self.backend, self._threads, self.lease_s = store, backend, db_threads, lease_s
+        self._background: set[asyncio.Task[Any]] = set()
+        self._inflight: dict[int, asyncio.Future[LabelResult | None]] = {}
+
+    async def db(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
+        """Run a store call inline or in a worker thread."""
+        if self._threads:
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        return fn(*args, **kwargs)
+
+    async def submit(self, body: QueryIn) -> QueryOut:
+        """Charge and label one query, idempotently by key."""
+        query = LabelQuery(
+            query_id=0,
+            key=body.key,
+            prompt_id=body.prompt_id,
+            prompt=body.prompt,
+            task=body.task,
+            step=body.step,
+            candidates=tuple(Candidate(c.answer, c.response, c.votes) for c in body.candidates),
+        )
+        initial = "labeling" if self.backend.automatic else "pending"
+        # Fast synchronous backends label inside the charging transaction (one write per query).
+        labeller = getattr(self.backend, "label_now", None) if getattr(self.backend, "inline", False) else None
+        for _ in range(3):
+            try:
+                res = await self.db(
+                    self.store.reserve, query, needs_gold=self.backend.needs_gold, initial=initial, labeller=labeller
+                )
+            except BackendError as exc:  # the transaction rolled back: nothing charged, nothing stored
+                log.warning("labelling %s failed: %s", query.key, exc)
+                return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(self.store.budget()))
+            if res.status != "labeling":
+                return self._out(res, res.status, res.label)
+            label = await self._label_once(res.query)
+            if label is not None:
+                return self._out(res, "labeled", label)
+            if await self.db(self.store.status, res.query.query_id) != "failed":
+                continue  # lost a race with a refund; reserve again
+            refunded = dataclasses.replace(res, budget=await self.db(self.store.budget))
+            return self._out(refunded, "failed", None)
+        raise RuntimeError("query state kept changing; try again")
+
+    @staticmethod
+    def _out(res: Reservation, status: str, label: LabelResult | None) -> QueryOut:
+        return QueryOut(
+            query_id=res.query.query_id,
+            status=status,  # type: ignore[arg-type]
+            label=None if label is None else label_out(label),
+            budget=budget_out(res.budget),
+        )
+
+    async def _label_once(self, query: LabelQuery) -> LabelResult | None:
+        """:meth:`_label`, shared by concurrent requests for the same query (a client retrying while a slow
+        backend works must not pay for a second call), and shielded: a client that hangs up does not leave a
+        charged query unlabelled."""
+        task = self._inflight.get(query.query_id)
+        if task is None:
+            task = asyncio.ensure_future(self._label(query))
+            self._inflight[query.query_id] = task
+            task.add_done_callback(lambda _: self._inflight.pop(query.query_id, None))
+        return await asyncio.shield(task)
+
+    async def _label(self, query: LabelQuery) -> LabelResult | None:
+        """Ask the backend and store its label; refund the charge and return ``None`` on failure."""
+        try:
+            result = await self.backend.label(query)
+            check_label(result, query)
+        except Exception as exc:  # noqa: BLE001 - any backend failure refunds instead of failing the request
+            log.warning("labelling query %s failed: %r", query.query_id, exc)
+            await self.db(self.store.fail, query.query_id)
+            return None
+        return await self.db(self.store.finish, query.query_id, result)
+
+    async def recover(self) -> int:
+        """Label queries charged before a crash but never labelled; returns how many were attempted."""
+        if not self.backend.automatic:
+            return 0
+        stuck = await self.db(self.store.unfinished)
+        for query in stuck:
+            await self._label_once(query)
+        if stuck:
+            log.info("recovered %d charged but unlabelled queries", len(stuck))
+        return len(stuck)
+
+    def spawn(self, coro: Any) -> None:
+        """Run a coroutine in the background, keeping a reference until it ends."""
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        """Cancel background work and close the backend."""
+        for task in list(self._background):
+            task.cancel()
+        await asyncio.gather(*self._background, return_exceptions=True)
+        await self.backend.aclose()

@@ -1,0 +1,281 @@
+"""SQLite store of the oracle service (WAL mode; every write is one ``BEGIN IMMEDIATE`` transaction)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sqlite3
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from coact_verl.oracle.backends.base import BackendError, Candidate, LabelQuery, LabelResult
+from coact_verl.oracle.service.annotator_store import AnnotatorOps, token_hash
+from coact_verl.oracle.service.connections import Connections
+
+__all__ = ["Budget", "Reservation", "Store", "check_label", "token_hash"]
+_SCHEMA = """
+BEGIN IMMEDIATE;
+CREATE TABLE IF NOT EXISTS budget (id INTEGER PRIMARY KEY CHECK (id = 1), total INTEGER, per_step INTEGER,
+    spent INTEGER NOT NULL DEFAULT 0);
+INSERT OR IGNORE INTO budget (id, total, per_step, spent) VALUES (1, NULL, NULL, 0);
+CREATE TABLE IF NOT EXISTS step_spent (step INTEGER PRIMARY KEY, spent INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS gold (prompt_id TEXT PRIMARY KEY, answer TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS queries (id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT NOT NULL UNIQUE,
+    prompt_id TEXT NOT NULL, prompt TEXT NOT NULL, task TEXT NOT NULL, step INTEGER NOT NULL,
+    candidates TEXT NOT NULL, status TEXT NOT NULL, charged INTEGER NOT NULL DEFAULT 0,
+    assigned_to INTEGER, assigned_at REAL, created_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS queries_by_status ON queries (status, id);
+CREATE TABLE IF NOT EXISTS labels (id INTEGER PRIMARY KEY AUTOINCREMENT,
+    query_id INTEGER NOT NULL UNIQUE REFERENCES queries (id), answer TEXT, correct TEXT NOT NULL,
+    source TEXT NOT NULL, annotator TEXT, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS annotators (id INTEGER PRIMARY KEY AUTOINCREMENT, name TEXT NOT NULL,
+    token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
+COMMIT;
+"""
+_CHARGED = ("labeled", "pending", "labeling")  # other statuses are re-evaluated when the same key comes again
+# One statement for everything reserve() reads: budget, the key's row, the prompt's gold answer.
+_LOOKUP = (
+    "SELECT b.total, b.per_step, b.spent, q.id, q.status, (SELECT answer FROM gold WHERE prompt_id = ?)"
+    " FROM budget b LEFT JOIN queries q ON q.key = ? WHERE b.id = 1"
+)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """Label budget: ``total``/``per_step`` are ``None`` when unbounded; ``spent`` counts charged queries."""
+
+    total: int | None
+    per_step: int | None
+    spent: int
+
+    @property
+    def remaining(self) -> int | None:
+        """Labels left, ``None`` when unbounded."""
+        return None if self.total is None else max(0, self.total - self.spent)
+
+
+@dataclass(frozen=True)
+class Reservation:
+    """Outcome of :meth:`Store.reserve`; ``fresh`` is true when this call charged the budget."""
+
+    query: LabelQuery
+    status: str
+    fresh: bool
+    label: LabelResult | None
+    budget: Budget
+
+
+def check_label(label: LabelResult, query: LabelQuery) -> None:
+    """Reject a label whose verdict count differs from the candidate count."""
+    if len(label.correct) != len(query.candidates):
+        raise ValueError(f"backend gave {len(label.correct)} verdicts for {len(query.candidates)} candidates")
+
+
+class Store(Connections, AnnotatorOps):
+    """The oracle's data: budget, gold answers, queries, labels and annotators (see :class:`Connections`).
+
+    Args:
+        path: database file (created with its tables if missing).
+        synchronous: SQLite ``synchronous`` pragma; ``NORMAL`` survives process crashes, ``FULL`` also power loss.
+        busy_timeout_s: how long a writer waits for the lock held by another connection, in seconds.
+        checkpoint_every_s: run WAL checkpoints in a background thread this often, in seconds (``None``: let
+            SQLite checkpoint inside the committing request, with its fsync).
+    """
+
+    def __init__(
+        self,
+        path: str,
+        synchronous: str = "NORMAL",
+        busy_timeout_s: float = 30.0,
+        checkpoint_every_s: float | None = 1.0,
+    ) -> None:
+        super().__init__(path, synchronous, busy_timeout_s, checkpoint_every_s)
+        self.conn.executescript(_SCHEMA)
+
+    # -- budget and gold -------------------------------------------------------------------------------------------
+    @staticmethod
+    def _budget(conn: sqlite3.Connection) -> Budget:
+        return Budget(*conn.execute("SELECT total, per_step, spent FROM budget WHERE id = 1").fetchone())
+
+    def budget(self) -> Budget:
+        """Current budget."""
+        return self._budget(self.conn)
+
+    def set_budget(self, total: int | None, per_step: int | None = None, *, keep_per_step: bool = False) -> Budget:
+        """Set the total (and per-step) label budget; labels already spent stay spent."""
+        with self._tx() as conn:
+            conn.execute("UPDATE budget SET total = ? WHERE id = 1", (total,))
+            if not keep_per_step:
+                conn.execute("UPDATE budget SET per_step = ? WHERE id = 1", (per_step,))
+                # Per-step counts are kept only while a per-step budget is set: rebuild them from the queries.
+                conn.execute("DELETE FROM step_spent")
+                conn.execute(
+                    "INSERT INTO step_spent (step, spent) SELECT step, COUNT(*) FROM queries WHERE charged = 1"
+                    " GROUP BY step"
+                )
+            return self._budget(conn)
+
+    def put_gold(self, answers: Mapping[str, str]) -> int:
+        """Insert or replace hidden gold answers; returns how many were written."""
+        with self._tx() as conn:
+            conn.executemany("INSERT OR REPLACE INTO gold (prompt_id, answer) VALUES (?, ?)", list(answers.items()))
+            return len(answers)
+
+    def gold_count(self) -> int:
+        """Number of prompts with a gold answer."""
+        return self.conn.execute("SELECT COUNT(*) FROM gold").fetchone()[0]
+
+    # -- queries and labels ----------------------------------------------------------------------------------------
+    def reserve(
+        self,
+        query: LabelQuery,
+        *,
+        needs_gold: bool,
+        initial: str,
+        labeller: Callable[[LabelQuery], LabelResult] | None = None,
+    ) -> Reservation:
+        """Record ``query`` and charge the budget, atomically and at most once per key.
+
+        A known key in a charged state is returned as stored (nothing is charged). Otherwise the query becomes
+        ``no_gold`` (needs gold, none stored), ``over_budget`` (total or per-step budget spent) or ``initial``
+        (``labeling``/``pending``), the last one charging one label. A ``labeller`` (fast, synchronous) labels a
+        charged query inside the same transaction: charge and label are then written together or not at all
+        (an exception from it rolls everything back and is raised as :class:`BackendError`).
+        """
+        with self._tx() as conn:
+            total, per_step, spent, row_id, row_status, gold = conn.execute(
+                _LOOKUP, (query.prompt_id, query.key)
+            ).fetchone()
+            budget = Budget(total, per_step, spent)
+            if row_status in _CHARGED:
+                label = self._label(conn, row_id) if row_status == "labeled" else None
+                return Reservation(self._query(conn, row_id), row_status, False, label, budget)
+            if needs_gold and gold is None:
+                status = "no_gold"
+            elif total is not None and spent >= total:
+                status = "over_budget"
+            elif per_step is not None and self._step_spent(conn, query.step) >= per_step:
+                status = "over_budget"
+            else:
+                status = initial
+            charged = status == initial
+            stored = dataclasses.replace(query, query_id=row_id or 0, candidates=tuple(query.candidates), gold=gold)
+            label = None
+            if charged and labeller is not None:
+                try:
+                    label = labeller(stored)
+                    check_label(label, stored)
+                except Exception as exc:  # noqa: BLE001 - reported as the backend's failure; the rollback undoes all
+                    raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+                status = "labeled"
+            cands = json.dumps([[c.answer, c.response, c.votes] for c in query.candidates])
+            values = (query.prompt_id, query.prompt, query.task, query.step, cands, status, int(charged))
+            if row_id is None:
+                row_id = conn.execute(
+                    "INSERT INTO queries (prompt_id, prompt, task, step, candidates, status, charged, key, created_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (*values, query.key, time.time()),
+                ).lastrowid
+            else:
+                conn.execute(
+                    "UPDATE queries SET prompt_id = ?, prompt = ?, task = ?, step = ?, candidates = ?, status = ?,"
+                    " charged = ? WHERE id = ?",
+                    (*values, row_id),
+                )
+            if charged:
+                self._charge(conn, query.step, +1, per_step is not None)
+                budget = Budget(total, per_step, spent + 1)
+            if label is not None:
+                self._insert_label(conn, row_id, label)
+            return Reservation(dataclasses.replace(stored, query_id=row_id), status, charged, label, budget)
+
+    @staticmethod
+    def _step_spent(conn: sqlite3.Connection, step: int) -> int:
+        row = conn.execute("SELECT spent FROM step_spent WHERE step = ?", (step,)).fetchone()
+        return 0 if row is None else row[0]
+
+    @staticmethod
+    def _charge(conn: sqlite3.Connection, step: int, delta: int, per_step: bool) -> None:
+        conn.execute("UPDATE budget SET spent = spent + ? WHERE id = 1", (delta,))
+        if per_step:
+            conn.execute(
+                "INSERT INTO step_spent (step, spent) VALUES (?, ?) ON CONFLICT (step) DO UPDATE SET spent = spent + ?",
+                (step, delta, delta),
+            )
+
+    @staticmethod
+    def _query(conn: sqlite3.Connection, query_id: int) -> LabelQuery:
+        row = conn.execute(
+            "SELECT q.key, q.prompt_id, q.prompt, q.task, q.step, q.candidates, g.answer FROM queries q"
+            " LEFT JOIN gold g ON g.prompt_id = q.prompt_id WHERE q.id = ?",
+            (query_id,),
+        ).fetchone()
+        cands = tuple(Candidate(a, r, v) for a, r, v in json.loads(row[5]))
+        return LabelQuery(query_id, row[0], row[1], row[2], row[3], row[4], cands, row[6])
+
+    @staticmethod
+    def _label(conn: sqlite3.Connection, query_id: int) -> LabelResult | None:
+        row = conn.execute(
+            "SELECT answer, correct, source, annotator FROM labels WHERE query_id = ?", (query_id,)
+        ).fetchone()
+        return None if row is None else LabelResult(tuple(json.loads(row[1])), row[0], row[2], row[3])
+
+    @staticmethod
+    def _insert_label(conn: sqlite3.Connection, query_id: int, result: LabelResult) -> None:
+        values = (query_id, result.answer, json.dumps(list(result.correct)), result.source, result.annotator)
+        conn.execute(
+            "INSERT INTO labels (query_id, answer, correct, source, annotator, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (*values, time.time()),
+        )
+
+    def finish(self, query_id: int, result: LabelResult, *, annotator_id: int | None = None) -> LabelResult | None:
+        """Store the label of a charged query (first label wins); ``None`` when the query holds no charge.
+
+        With ``annotator_id``, the annotator must hold the query's lease.
+        """
+        with self._tx() as conn:
+            existing = self._label(conn, query_id)
+            if existing is not None:
+                return existing
+            row = conn.execute("SELECT status FROM queries WHERE id = ?", (query_id,)).fetchone()
+            if row is None or row[0] not in ("labeling", "pending"):
+                return None
+            if annotator_id is not None and not self.holds_lease(conn, query_id, annotator_id):
+                return None
+            self._insert_label(conn, query_id, result)
+            conn.execute("UPDATE queries SET status = 'labeled' WHERE id = ?", (query_id,))
+            return result
+
+    def fail(self, query_id: int) -> None:
+        """Refund a query whose automatic labelling failed; the same key may be sent again."""
+        with self._tx() as conn:
+            row = conn.execute("SELECT status, step FROM queries WHERE id = ?", (query_id,)).fetchone()
+            if row is not None and row[0] == "labeling" and self._label(conn, query_id) is None:
+                conn.execute("UPDATE queries SET status = 'failed', charged = 0 WHERE id = ?", (query_id,))
+                self._charge(conn, row[1], -1, self._budget(conn).per_step is not None)
+
+    def status(self, query_id: int) -> str | None:
+        """Stored status of a query."""
+        row = self.conn.execute("SELECT status FROM queries WHERE id = ?", (query_id,)).fetchone()
+        return None if row is None else row[0]
+
+    def unfinished(self, limit: int = 1000) -> list[LabelQuery]:
+        """Charged queries left in ``labeling`` (the service stopped between charge and label)."""
+        conn = self.conn
+        rows = conn.execute("SELECT id FROM queries WHERE status = 'labeling' ORDER BY id LIMIT ?", (limit,)).fetchall()
+        return [self._query(conn, r[0]) for r in rows]
+
+    def labels_since(self, since_id: int, limit: int) -> list[dict[str, Any]]:
+        """Labels with id > ``since_id`` in id order (ids follow commit order)."""
+        rows = self.conn.execute(
+            "SELECT l.id, l.query_id, q.key, q.prompt_id, q.step, l.answer, l.correct, l.source, l.annotator,"
+            " l.created_at FROM labels l JOIN queries q ON q.id = l.query_id WHERE l.id > ? ORDER BY l.id LIMIT ?",
+            (since_id, limit),
+        ).fetchall()
+        names = ("id", "query_id", "key", "prompt_id", "step", "answer", "correct", "source", "annotator", "created_at")
+        out = [dict(zip(names, r, strict=True)) for r in rows]
+        for item in out:
+            item["correct"] = json.loads(item["correct"])
+        return out

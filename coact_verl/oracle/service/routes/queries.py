@@ -1,0 +1,45 @@
+"""Trainer endpoints: submit queries, read labels."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query, Request, Response
+
+from coact_verl.oracle.service.auth import ADMIN, TRAINER, Principal, require
+from coact_verl.oracle.service.core import OracleCore
+from coact_verl.oracle.service.schemas import MAX_INT, LabelOut, LabelRecord, LabelsOut, QueryIn, QueryOut
+
+router = APIRouter(prefix="/v1", tags=["trainer"])
+
+
+@router.post("/queries", response_model=QueryOut)
+async def create_query(body: QueryIn, request: Request, _: Principal = Depends(require(TRAINER, ADMIN))) -> Response:
+    """Ask for a label; automatic backends answer now, ``human`` answers ``pending``. Idempotent by ``key``."""
+    core: OracleCore = request.app.state.core
+    out = await core.submit(body)  # already a QueryOut: serialise it once, without re-validation
+    return Response(out.model_dump_json(), media_type="application/json")
+
+
+@router.get("/labels", response_model=LabelsOut)
+async def read_labels(
+    request: Request,
+    since_id: int = Query(0, ge=0, le=MAX_INT, description="return labels with a larger id"),
+    limit: int = Query(500, ge=1, le=5000, description="page size"),
+    _: Principal = Depends(require(TRAINER, ADMIN)),
+) -> LabelsOut:
+    """Labels in id order (commit order), e.g. to collect late human labels."""
+    core: OracleCore = request.app.state.core
+    rows = await core.db(core.store.labels_since, since_id, limit)
+    records = [
+        LabelRecord(
+            id=r["id"],
+            query_id=r["query_id"],
+            key=r["key"],
+            prompt_id=r["prompt_id"],
+            step=r["step"],
+            label=LabelOut(answer=r["answer"], correct=r["correct"], source=r["source"]),
+            annotator=r["annotator"],
+            created_at=r["created_at"],
+        )
+        for r in rows
+    ]
+    return LabelsOut(labels=records, next_since_id=records[-1].id if records else since_id)
