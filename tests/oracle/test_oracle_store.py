@@ -1,0 +1,113 @@
+"""The SQLite store on its own: idempotency, budget arithmetic, refunds, label order, thread safety."""
+
+from __future__ import annotations
+
+import threading
+
+from coact_verl.oracle.backends import Candidate, LabelQuery, LabelResult
+from coact_verl.oracle.service.db import Store
+
+
+def _q(key, prompt_id="p1", step=0):
+    return LabelQuery(0, key, prompt_id, "prompt", "gsm8k", step, (Candidate("1", "r", 2), Candidate("2", "r", 1)))
+
+
+def _label(source="gold"):
+    return LabelResult((True, False), "1", source)
+
+
+def test_reserve_is_idempotent_and_charges_once(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.put_gold({"p1": "1"})
+    first = store.reserve(_q("a"), needs_gold=True, initial="labeling")
+    assert first.status == "labeling" and first.fresh and first.query.gold == "1" and first.budget.spent == 1
+    again = store.reserve(_q("a"), needs_gold=True, initial="labeling")
+    assert again.status == "labeling" and not again.fresh and again.query.query_id == first.query.query_id
+    assert store.finish(first.query.query_id, _label()) == _label()
+    assert store.finish(first.query.query_id, _label("other")).source == "gold"  # first label wins
+    done = store.reserve(_q("a"), needs_gold=True, initial="labeling")
+    assert done.status == "labeled" and done.label == _label() and store.budget().spent == 1
+    assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_no_gold_and_over_budget_are_not_charged_and_are_retried(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.set_budget(1)
+    assert store.reserve(_q("x", "nogold"), needs_gold=True, initial="labeling").status == "no_gold"
+    store.put_gold({"p1": "1", "nogold": "5"})
+    assert store.reserve(_q("x", "nogold"), needs_gold=True, initial="labeling").status == "labeling"
+    over = store.reserve(_q("y"), needs_gold=True, initial="labeling")
+    assert over.status == "over_budget" and over.budget.remaining == 0 and store.budget().spent == 1
+    store.set_budget(2)
+    assert store.reserve(_q("y"), needs_gold=True, initial="labeling").fresh
+
+
+def test_per_step_budget(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.set_budget(None, per_step=2)
+    statuses = [store.reserve(_q(f"k{i}", step=i // 3), needs_gold=False, initial="pending").status for i in range(6)]
+    assert statuses == ["pending", "pending", "over_budget"] * 2
+    assert store.budget().spent == 4 and store.budget().remaining is None
+
+
+def test_fail_refunds_and_key_can_be_retried(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.set_budget(1)
+    res = store.reserve(_q("a"), needs_gold=False, initial="labeling")
+    store.fail(res.query.query_id)
+    assert store.budget().spent == 0
+    assert store.finish(res.query.query_id, _label()) is None  # a refunded query takes no label
+    again = store.reserve(_q("a"), needs_gold=False, initial="labeling")
+    assert again.fresh and store.budget().spent == 1
+    assert [q.key for q in store.unfinished()] == ["a"]
+
+
+def test_labels_since_in_id_order(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    ids = [store.reserve(_q(f"k{i}"), needs_gold=False, initial="labeling").query.query_id for i in range(5)]
+    for qid in reversed(ids):
+        store.finish(qid, _label())
+    rows = store.labels_since(0, 10)
+    assert [r["id"] for r in rows] == sorted(r["id"] for r in rows)
+    assert [r["key"] for r in rows] == ["k4", "k3", "k2", "k1", "k0"]
+    assert [r["key"] for r in store.labels_since(rows[2]["id"], 10)] == ["k1", "k0"]
+    assert rows[0]["correct"] == [True, False]
+
+
+def test_budget_exact_under_threads(tmp_path):
+    """64 threads with their own connections race for 50 labels: exactly 50 are granted."""
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.set_budget(50)
+    granted, barrier = [], threading.Barrier(64)
+
+    def worker(t):
+        barrier.wait()
+        for i in range(4):
+            res = store.reserve(_q(f"t{t}-{i}"), needs_gold=False, initial="labeling")
+            if res.fresh:
+                granted.append(res.query.key)
+
+    threads = [threading.Thread(target=worker, args=(t,)) for t in range(64)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(granted) == 50 == len(set(granted)) == store.budget().spent
+    store.close()
+
+
+def test_annotator_tokens_are_hashed_and_leases_exclusive(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    a, token_a = store.create_annotator("alice")
+    b, _ = store.create_annotator("bob")
+    stored = store.conn.execute("SELECT token_hash FROM annotators").fetchall()
+    assert all(token_a not in row[0] for row in stored)
+    store.reserve(_q("h1"), needs_gold=False, initial="pending")
+    store.reserve(_q("h2"), needs_gold=False, initial="pending")
+    assert store.next_task(a, 600).key == "h1"
+    assert store.next_task(a, 600).key == "h1"  # own lease first
+    assert store.next_task(b, 600).key == "h2"
+    assert store.leased_task(1, b) is None
+    assert store.finish(1, _label(), annotator_id=b) is None  # b does not hold h1
+    assert store.finish(1, _label("human"), annotator_id=a).source == "human"
+    assert store.next_task(b, 0).key == "h2"
