@@ -166,6 +166,8 @@ class GenerationConfig:
             prompt or one of its seeds, in (0, 1].
         seed: seed of the pool's few-shot seed sampling.
         max_question_tokens: token limit when the policy writes one question.
+        seed_rule: which oracle-labelled prompts become few-shot seeds: ``majority_correct`` (CoAct: the
+            oracle confirmed the policy's majority answer) or ``any_correct`` (it confirmed one of the answers).
     """
 
     every_k_steps: int = 0
@@ -177,11 +179,16 @@ class GenerationConfig:
     near_duplicate_threshold: float = 0.8
     seed: int = 0
     max_question_tokens: int = 256
+    seed_rule: str = "majority_correct"
 
     def __post_init__(self) -> None:
         if self.every_k_steps < 0 or self.num_questions < 0 or self.num_shots < 1 or self.max_question_chars < 1:
             raise ValueError(
                 "coact.generation: every_k_steps and num_questions must be >= 0, num_shots and max_question_chars >= 1"
+            )
+        if self.seed_rule not in ("majority_correct", "any_correct"):
+            raise ValueError(
+                f"coact.generation.seed_rule must be majority_correct or any_correct, got {self.seed_rule!r}"
             )
         for name in ("admit_threshold", "admit_threshold_numeric", "near_duplicate_threshold"):
             value = getattr(self, name)

@@ -53,8 +53,8 @@ class CoActGenerationMixin:
         return os.path.join(os.path.abspath(trainer.default_local_dir), f"global_step_{self.global_steps}")
 
     def _save_checkpoint(self) -> None:
-        # verl saves before the step's metrics and generation round; the pool is written into the same
-        # folder at the end of the step (on_step_end), so it matches the checkpoint's step.
+        # verl saves before the step's generation round (on_step_end) and metrics (where oracle seeds
+        # arrive); the pool is written into the same folder at the end of the step, matching its step.
         super()._save_checkpoint()  # type: ignore[misc]
         self._pool_folder = self._step_folder()
 
@@ -80,7 +80,7 @@ class CoActGenerationMixin:
                 int(self.global_steps),  # type: ignore[attr-defined]
                 question=str(extra.get("question", "")),
                 task=str(extra.get("task") or self.coact.consistency.task),  # type: ignore[attr-defined]
-                majority_correct=int(info.get("coact_label_cluster", -1)) == 0,
+                majority_correct=self._seed_worthy(int(info.get("coact_label_cluster", -1))),
             )
         provenance = [str(e.get("provenance", "dataset")) for e in extra_infos]
         for name in ("dataset", "oracle", "generated"):
@@ -88,6 +88,15 @@ class CoActGenerationMixin:
         metrics.update(self.pool.metrics())
         metrics.update(self._generation_metrics)
         self._generation_metrics = {}
+        if self._pool_folder is not None:  # last thing of a step that saved a checkpoint
+            self.pool.save(os.path.join(self._pool_folder, POOL_FILE))
+            self._pool_folder = None
+
+    def _seed_worthy(self, label_cluster: int) -> bool:
+        """Whether an oracle label makes its prompt a few-shot seed (``coact.generation.seed_rule``)."""
+        if self.coact.generation.seed_rule == "any_correct":  # type: ignore[attr-defined]
+            return label_cluster >= 0
+        return label_cluster == 0
 
     # ------------------------------------------------------------------ generation rounds
     def on_step_end(self) -> None:
@@ -96,9 +105,6 @@ class CoActGenerationMixin:
         if every > 0 and int(self.global_steps) % every == 0:  # type: ignore[attr-defined]
             result = asyncio.run(self._generation_round())
             self._generation_metrics = result.metrics()
-        if self._pool_folder is not None:
-            self.pool.save(os.path.join(self._pool_folder, POOL_FILE))
-            self._pool_folder = None
 
     async def _generation_round(self):
         client = self.get_llm_client()  # type: ignore[attr-defined]
