@@ -24,7 +24,6 @@ def test_coact_grpo_with_gold_oracle_logs_coact_metrics(tiny_assets, tmp_path):
     run = run_demo(tmp_path / "demo", steps=3)
     assert run.returncode == 0, run.tail(80)
     assert sorted(run.steps) == [1, 2, 3]
-    last = run.steps[3]
     for key in ("coact/agreement/mean", "coact/route/self_frac", "coact/route/oracle_frac", "coact/route/drop_frac"):
         assert all(key in run.steps[s] for s in (1, 2, 3)), key
     for step in run.steps.values():
@@ -35,10 +34,10 @@ def test_coact_grpo_with_gold_oracle_logs_coact_metrics(tiny_assets, tmp_path):
     assert spent == sorted(spent) and spent[-1] > 0  # the service was asked and charged
     oracle_acc = run.metric("coact/oracle/label_accuracy")
     assert oracle_acc and all(a == 1.0 for a in oracle_acc)  # the gold backend labels correctly
-    assert "coact/reward/accuracy" in last and "coact/self_label/precision" in " ".join(
-        k for s in run.steps.values() for k in s
-    )
-    assert all(g > 0 for g in run.metric("actor/grad_norm"))
+    logged = {k for step in run.steps.values() for k in step}
+    assert {"coact/reward/accuracy", "coact/self_label/precision", "coact/oracle/label_accuracy"} <= logged
+    # a step whose groups all have uniform rewards has zero advantage (grad_norm 0); some step must train
+    assert any(g > 0 for g in run.metric("actor/grad_norm"))
 
 
 def _dumped_groups(dump_dir: Path) -> list[tuple[list[str], list[float]]]:
@@ -121,7 +120,7 @@ def test_coact_grpo_with_lora(tiny_assets, tmp_path):
     run = run_ok("coact_grpo_cpu", overrides, tmp_path / "lora.log")
     assert "PeftModelForCausalLM" in run.log_path.read_text()  # the actor trains LoRA adapters
     assert sorted(run.steps) == [1, 2]
-    assert all(g > 0 for g in run.metric("actor/grad_norm"))
+    assert any(g > 0 for g in run.metric("actor/grad_norm"))
     # the rollout samples from the merged adapter weights: the gap does not grow with training
     gaps = run.metric("training/rollout_probs_diff_max")
     assert max(gaps) < 0.05, gaps
@@ -157,6 +156,7 @@ def test_generated_questions_are_admitted_and_trained_on(tiny_assets, tmp_path):
         "coact.router.policy=gold_all",  # many oracle-verified seeds early in a short run
         "coact.router.oracle_share_per_step=1.0",
         "coact.generation.every_k_steps=2",
+        "coact.generation.num_questions=32",  # ~10% of the tiny model's questions are admitted
         # a tiny model rarely gets the majority right; seeds from any oracle-confirmed answer keep the test stable
         "coact.generation.seed_rule=any_correct",
         "actor_rollout_ref.rollout.max_model_len=1024",  # 3-shot prompts are longer than training prompts
