@@ -21,6 +21,8 @@ INSTALL_REQUIRES = [
     "pydantic>=2.5",
     "httptools>=0.6",
     "uvloop>=0.19; sys_platform != 'win32'",
+    # ``coact-verl report``: training-curve figures (Agg backend, no display needed).
+    "matplotlib>=3.8",
 ]
 
 EXTRAS_REQUIRE = {

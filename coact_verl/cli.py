@@ -1,4 +1,5 @@
-"""``coact-verl`` command line: prepare data, run the CPU demo, score saved rollouts, serve the oracle."""
+"""``coact-verl`` command line: prepare data, run the CPU demo, score saved rollouts, serve the oracle,
+evaluate a model and report on a training run."""
 
 from __future__ import annotations
 
@@ -49,10 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     cfg.set_defaults(func=_config_dir)
 
     from coact_verl.consistency.offline import add_score_subcommand
+    from coact_verl.evaluation.cli import add_eval_subcommand
     from coact_verl.oracle.cli import add_oracle_subcommand
+    from coact_verl.report.cli import add_report_subcommand
 
     add_score_subcommand(sub)
     add_oracle_subcommand(sub)
+    add_eval_subcommand(sub)
+    add_report_subcommand(sub)
     return parser
 
 

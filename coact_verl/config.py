@@ -197,6 +197,25 @@ class GenerationConfig:
 
 
 @dataclass(frozen=True)
+class FeedbackConfig:
+    """User preference pairs (comparison votes, edits) from the oracle service, trained on in DPO mode.
+
+    Args:
+        pairs: read pairs from the oracle service after each step and train on them (``coact_dpo`` only).
+        min_eta: votes of annotators whose estimated attentiveness η̂ is below this are left out, in [0, 1].
+        max_pairs_per_step: pairs put into one training batch at most (each takes one prompt's place).
+    """
+
+    pairs: bool = False
+    min_eta: float = 0.5
+    max_pairs_per_step: int = 8
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.min_eta <= 1.0 or self.max_pairs_per_step < 0:
+            raise ValueError("coact.feedback: min_eta must lie in [0, 1] and max_pairs_per_step be >= 0")
+
+
+@dataclass(frozen=True)
 class CoActConfig:
     """All plugin settings (the ``coact:`` key of a config)."""
 
@@ -205,6 +224,7 @@ class CoActConfig:
     oracle: OracleConfig = field(default_factory=OracleConfig)
     dpo: DPOConfig = field(default_factory=DPOConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CoActConfig:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,8 +26,8 @@ from coact_verl.router.embedding import HashingEmbedder
 
 logger = logging.getLogger(__name__)
 
-ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP = "self", "oracle", "drop"
-SOURCE_SELF, SOURCE_ORACLE, SOURCE_NONE = "self", "oracle", "none"
+ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP, ROUTE_FEEDBACK = "self", "oracle", "drop", "feedback"
+SOURCE_SELF, SOURCE_ORACLE, SOURCE_NONE, SOURCE_FEEDBACK = "self", "oracle", "none", "feedback"
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,9 @@ class GroupRequest:
         task: answer format (``gsm8k``, ``math``, ``numeric``).
         step: training step the responses were sampled at.
         responses: decoded responses, shape ``(n,)``.
+        given_label: a label the prompt already carries (prompt-pool rows, see :func:`given_label`); the group
+            is then scored against it without routing or asking the oracle.
+        given_source: ``oracle`` or ``self`` for a given label, else ``none``.
     """
 
     prompt_id: str
@@ -46,6 +50,29 @@ class GroupRequest:
     task: str
     step: int
     responses: tuple[str, ...]
+    given_label: str | None = None
+    given_source: str = "none"
+
+
+def prompt_question(extra_info: Mapping[str, Any], messages: Any) -> str:
+    """The question shown to the oracle: ``extra_info.question`` if the dataset has it, else the last user turn."""
+    if extra_info.get("question"):
+        return str(extra_info["question"])
+    users = [m.get("content", "") for m in (messages or []) if isinstance(m, dict) and m.get("role") == "user"]
+    return str(users[-1]) if users else ""
+
+
+def given_label(extra_info: Mapping[str, Any]) -> tuple[str | None, str]:
+    """``(answer, source)`` a prompt-pool row already carries (``extra_info.coact_label``), else ``(None, "none")``.
+
+    Pool rows are late oracle labels (``oracle``) and admitted generated questions (``self``, their majority
+    answer at admission); dataset rows never carry one.
+    """
+    answer = str(extra_info.get("coact_label") or "")
+    source = str(extra_info.get("coact_label_source") or SOURCE_NONE)
+    if answer and source in (SOURCE_ORACLE, SOURCE_SELF):
+        return answer, source
+    return None, SOURCE_NONE
 
 
 @dataclass(frozen=True)
@@ -84,7 +111,37 @@ class GroupOutcome:
             "coact_oracle_status": self.oracle_status,
             "coact_reward": float(self.rewards[index]),
             "coact_pair_role": self.pair_role(index),
+            "coact_pair_weight": 1.0,
         }
+
+
+def feedback_infos(n: int, kind: str, weight: float) -> list[dict[str, Any]]:
+    """``reward_extra_info`` of the n rows of a user feedback pair (same keys as :meth:`GroupOutcome.extra_info`).
+
+    Row 0 replays the chosen response and row 1 the rejected one (see ``coact_verl.adapters.feedback``);
+    further rows take no part. Rewards are 0: a pair teaches through the DPO loss only.
+    """
+    if n < 2:
+        raise ValueError(f"a feedback pair needs rollout.n >= 2, got {n}")
+    roles = ["chosen", "rejected"] + [""] * (n - 2)
+    return [
+        {
+            "coact_agreement": 0.0,
+            "coact_entropy": 0.0,
+            "coact_route": ROUTE_FEEDBACK,
+            "coact_route_reason": kind,
+            "coact_label_source": SOURCE_FEEDBACK,
+            "coact_label": "",
+            "coact_label_cluster": -1,
+            "coact_pred": "",
+            "coact_cluster": -1,
+            "coact_oracle_status": "not_asked",
+            "coact_reward": 0.0,
+            "coact_pair_role": role,
+            "coact_pair_weight": float(weight),
+        }
+        for role in roles
+    ]
 
 
 class GroupLabeler:
@@ -125,6 +182,8 @@ class GroupLabeler:
             raise ValueError(f"group {request.prompt_id} has no responses")
         task = request.task or self.config.consistency.task
         stats = (await ascore_groups([list(request.responses)], task, self.clusterer))[0]
+        if request.given_label is not None:
+            return await self._score_given(request, stats, task)
         embedding = self.embedder.encode([request.question])[0]
         async with self._lock:  # router state is shared by the concurrent groups of this process
             if self._step != request.step:
@@ -150,9 +209,7 @@ class GroupLabeler:
         elif decision == ROUTE_SELF:
             decision, reason = ROUTE_DROP, "no_answer"
         rewards = rewards_for_cluster(stats, label_cluster) if source != SOURCE_NONE else [0.0] * stats.n
-        pair = None
-        if source != SOURCE_NONE and label_cluster >= 0:
-            pair = select_pair(list(stats.cluster_of), label_cluster, [len(r) for r in request.responses])
+        pair = _pair(stats, label_cluster, request.responses) if source != SOURCE_NONE else None
         return GroupOutcome(
             stats=stats,
             route=decision,
@@ -161,6 +218,24 @@ class GroupLabeler:
             label_answer=label_answer,
             label_cluster=label_cluster,
             oracle_status=oracle_status,
+            rewards=tuple(rewards),
+            pair=pair,
+        )
+
+    async def _score_given(self, request: GroupRequest, stats: GroupStats, task: str) -> GroupOutcome:
+        """Score a group against the label its prompt carries; the router and its budget are not involved."""
+        cluster = (await alabel_clusters([stats], [request.given_label], self.clusterer, task))[0]
+        rewards = rewards_for_cluster(stats, cluster)
+        pair = _pair(stats, cluster, request.responses)
+        route = ROUTE_ORACLE if request.given_source == SOURCE_ORACLE else ROUTE_SELF
+        return GroupOutcome(
+            stats=stats,
+            route=route,
+            route_reason="pool_label",
+            label_source=request.given_source,
+            label_answer=request.given_label,
+            label_cluster=cluster,
+            oracle_status="not_asked",
             rewards=tuple(rewards),
             pair=pair,
         )
@@ -204,3 +279,10 @@ class GroupLabeler:
         if self._oracle is not None:
             await self._oracle.aclose()
         self.clusterer.close()
+
+
+def _pair(stats: GroupStats, label_cluster: int, responses: tuple[str, ...]) -> tuple[int, int] | None:
+    """The group's (chosen, rejected) response indices for DPO, or ``None`` (no label cluster)."""
+    if label_cluster < 0:
+        return None
+    return select_pair(list(stats.cluster_of), label_cluster, [len(r) for r in responses])

@@ -16,7 +16,7 @@ AGREEMENT_BINS = (0.25, 0.5, 0.75, 1.0)
 def _group_rows(infos: Sequence[Mapping[str, Any]], uids: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
     groups: dict[str, list[Mapping[str, Any]]] = {}
     for uid, info in zip(uids, infos, strict=True):
-        if info and "coact_route" in info:
+        if info and "coact_route" in info and info["coact_route"] != "feedback":  # user pairs: not CoAct groups
             groups.setdefault(uid, []).append(info)
     return groups
 

@@ -10,15 +10,17 @@ import pytest
 
 from coact_verl.adapters.dpo import pair_rows
 from coact_verl.config import CoActConfig, OracleConfig, RouterConfig
-from coact_verl.labeling import GroupLabeler, GroupRequest
+from coact_verl.labeling import GroupLabeler, GroupRequest, given_label, prompt_question
 
 
-def _label(config: CoActConfig, responses: list[str], url: str | None = None):
+def _label(config: CoActConfig, responses: list[str], url: str | None = None, given: tuple[str, str] | None = None):
     labeler = GroupLabeler(config, oracle_url=url)
+    label, source = given or (None, "none")
 
     async def run():
         try:
-            return await labeler.label(GroupRequest("pid", "What is 2+2?", "gsm8k", 1, tuple(responses)))
+            request = GroupRequest("pid", "What is 2+2?", "gsm8k", 1, tuple(responses), label, source)
+            return await labeler.label(request)
         finally:
             await labeler.aclose()
 
@@ -35,6 +37,9 @@ def test_majority_self_label_rewards_and_pair():
     assert outcome.extra_info(chosen)["coact_pair_role"] == "chosen"
     assert outcome.extra_info(rejected)["coact_pair_role"] == "rejected"
     assert {outcome.extra_info(i)["coact_pair_role"] for i in range(5)} == {"chosen", "rejected", ""}
+    from coact_verl.adapters.reward_manager import INCOMPLETE_INFO  # the gate's fallback has the same keys
+
+    assert set(outcome.extra_info(0)) | {"coact_prompt_id"} == set(INCOMPLETE_INFO)
 
 
 def test_low_agreement_is_dropped_with_zero_rewards_and_no_pair():
@@ -70,3 +75,31 @@ def test_dpo_pairs_found_per_uid_within_a_micro_batch():
     uids = ["a", "a", "a", "b", "b", "c", "c"]
     roles = ["", "rejected", "chosen", "chosen", "", "chosen", "rejected"]
     assert pair_rows(uids, roles) == ([2, 5], [1, 6])  # b has no rejected row here: no pair
+
+
+def test_a_given_oracle_label_overrides_the_majority_without_routing():
+    # the router would ask the oracle for every group (no URL here: it would fall back); a late human label
+    # carried by a pool row is used as is, even against a unanimous-but-one majority
+    config = CoActConfig(router=RouterConfig(policy="gold_all"))
+    outcome = _label(config, ["#### 5", "#### 5", "#### 5", "four, so #### 4"], given=("4.0", "oracle"))
+    assert (outcome.route, outcome.route_reason, outcome.oracle_status) == ("oracle", "pool_label", "not_asked")
+    assert outcome.label_source == "oracle" and outcome.label_answer == "4.0"
+    assert outcome.rewards == (0.0, 0.0, 0.0, 1.0)
+    assert outcome.pair == (3, 0)
+
+
+def test_a_given_label_matching_no_answer_gives_zero_rewards_and_no_pair():
+    outcome = _label(CoActConfig(router=RouterConfig(policy="self_only")), ["#### 1", "#### 2"], given=("7", "self"))
+    assert outcome.route == "self" and outcome.label_source == "self" and outcome.label_cluster == -1
+    assert outcome.rewards == (0.0, 0.0) and outcome.pair is None
+
+
+def test_given_label_and_question_come_from_the_row():
+    assert given_label({"coact_label": "12", "coact_label_source": "oracle"}) == ("12", "oracle")
+    assert given_label({"coact_label": "12", "coact_label_source": "none"}) == (None, "none")
+    assert given_label({"coact_label": "", "coact_label_source": "self"}) == (None, "none")
+    assert given_label({}) == (None, "none")
+    messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q1"}]
+    assert prompt_question({}, messages) == "Q1"
+    assert prompt_question({"question": "raw question"}, messages) == "raw question"
+    assert prompt_question({}, None) == ""

@@ -28,7 +28,7 @@ import ray
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
 from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
-from coact_verl.labeling import GroupLabeler, GroupRequest
+from coact_verl.labeling import GroupLabeler, GroupRequest, feedback_infos, given_label, prompt_question
 
 logger = logging.getLogger(__name__)
 
@@ -56,16 +56,6 @@ class _PendingGroup:
             future.set_exception(RuntimeError(f"a sibling session failed: {type(error).__name__}: {error}"))
 
 
-def prompt_text(kwargs: dict[str, Any]) -> str:
-    """The question shown to the oracle: ``extra_info.question`` if the dataset has it, else the last user turn."""
-    extra = kwargs.get("extra_info") or {}
-    if isinstance(extra, dict) and extra.get("question"):
-        return str(extra["question"])
-    messages = kwargs.get("raw_prompt") or []
-    users = [m.get("content", "") for m in messages if isinstance(m, dict) and m.get("role") == "user"]
-    return str(users[-1]) if users else ""
-
-
 def group_request(uid: str, group: _PendingGroup, tokenizer: Any, default_task: str) -> GroupRequest:
     """Decode the final output of every session, in session order, into a :class:`GroupRequest`."""
     kwargs = group.sessions[min(group.sessions)][1]
@@ -75,12 +65,15 @@ def group_request(uid: str, group: _PendingGroup, tokenizer: Any, default_task: 
         tokenizer.decode(group.sessions[sid][0][-1].response_ids, skip_special_tokens=True)
         for sid in sorted(group.sessions)
     )
+    label, source = given_label(extra)
     return GroupRequest(
         prompt_id=str(extra.get("prompt_id") or uid),
-        question=prompt_text(kwargs),
+        question=prompt_question(extra, kwargs.get("raw_prompt")),
         task=str(extra.get("task") or default_task),
         step=int(kwargs.get("global_steps") or 0),
         responses=responses,
+        given_label=label,
+        given_source=source,
     )
 
 
@@ -129,15 +122,20 @@ class CoActAgentLoopWorker(_BASE):
     async def _label_group(self, uid: str, group: _PendingGroup) -> None:
         done = group.future()
         try:
-            request = group_request(uid, group, self.tokenizer, self.coact.consistency.task)
-            outcome = await self.labeler.label(request)
+            extra = group.sessions[min(group.sessions)][1].get("extra_info") or {}
+            if isinstance(extra, dict) and extra.get("coact_feedback"):  # a user pair: nothing to label
+                pair = extra["coact_feedback"]
+                infos = feedback_infos(len(group.sessions), str(pair["kind"]), float(pair["weight"]))
+                rewards, prompt_id, outcome = [0.0] * len(infos), str(extra.get("prompt_id") or uid), None
+            else:
+                request = group_request(uid, group, self.tokenizer, self.coact.consistency.task)
+                outcome = await self.labeler.label(request)
+                infos = [outcome.extra_info(i) for i in range(len(group.sessions))]
+                rewards, prompt_id = outcome.rewards, request.prompt_id
             for index, sid in enumerate(sorted(group.sessions)):
                 final = group.sessions[sid][0][-1]
-                final.reward_score = float(outcome.rewards[index])
-                final.extra_fields["reward_extra_info"] = {
-                    **outcome.extra_info(index),
-                    "coact_prompt_id": request.prompt_id,
-                }
+                final.reward_score = float(rewards[index])
+                final.extra_fields["reward_extra_info"] = {**infos[index], "coact_prompt_id": prompt_id}
             if not done.done():
                 done.set_result(outcome)
         except Exception as error:

@@ -7,7 +7,11 @@ n responses of a prompt are contiguous; with ``ppo_micro_batch_size_per_gpu`` a 
 at start-up) a group, and so its pair, is never split across micro-batches. Reference log-probs come
 from verl's reference worker (``use_kl_loss=True`` with ``kl_loss_coef=0`` turns it on).
 
-Per micro-batch the loss is Σ_pairs [−log σ(β·margin) + λ·NLL(chosen)/|chosen|] divided by the number of
+Users' preference pairs (votes, edits; :mod:`coact_verl.adapters.feedback`) enter the same way, as a group
+whose first two rows are the pair, weighted by ``coact_pair_weight`` (the voter's η̂; 1 for edits and CoAct
+pairs).
+
+Per micro-batch the loss is Σ_pairs w·[−log σ(β·margin) + λ·NLL(chosen)/|chosen|] divided by the number of
 groups in the mini-batch: verl sums micro-batch gradients, so a mini-batch's update is the mean over its
 groups, groups without a pair (unanimous, unlabelled) contributing zero.
 """
@@ -23,6 +27,9 @@ from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 from verl.workers.utils.padding import no_padding_2_padding
 
+from coact_verl.adapters.feedback import CoActFeedbackMixin
+from coact_verl.adapters.generation import CoActGenerationMixin
+from coact_verl.adapters.late_labels import CoActLateLabelsMixin
 from coact_verl.adapters.trainer import CoActMetricsMixin
 from coact_verl.losses import dpo_nll_loss
 
@@ -40,9 +47,10 @@ def pair_rows(uids: list[str], roles: list[str]) -> tuple[list[int], list[int]]:
     return [chosen[u] for u in both], [rejected[u] for u in both]
 
 
-def _roles(data: Any) -> list[str]:
-    extra = tu.get(data, "extra_fields") or []
-    return [str(((e or {}).get("reward_extra_info") or {}).get("coact_pair_role", "")) for e in extra]
+def _pair_fields(data: Any) -> tuple[list[str], list[float]]:
+    """Per row: ``coact_pair_role`` and ``coact_pair_weight`` (1 when absent) of the group step."""
+    infos = [((e or {}).get("reward_extra_info") or {}) for e in (tu.get(data, "extra_fields") or [])]
+    return [str(i.get("coact_pair_role", "")) for i in infos], [float(i.get("coact_pair_weight", 1.0)) for i in infos]
 
 
 def dpo_loss_fn(
@@ -55,7 +63,8 @@ def dpo_loss_fn(
     policy = (log_probs * mask).sum(-1)  # (B,)
     reference = (padded["ref_log_prob"].float() * mask).sum(-1).detach()
     lengths = mask.sum(-1).clamp(min=1.0)
-    chosen, rejected = pair_rows([str(u) for u in tu.get(data, "uid")], _roles(data))
+    roles, weights = _pair_fields(data)
+    chosen, rejected = pair_rows([str(u) for u in tu.get(data, "uid")], roles)
     groups = max(1.0, float(data["global_batch_size"]) / group_size)
     if not chosen:
         zero = 0.0 * policy.sum()  # keeps the graph: verl calls backward on every micro-batch
@@ -68,6 +77,7 @@ def dpo_loss_fn(
         -policy[chosen] / lengths[chosen],
         beta=beta,
         nll_weight=nll_weight,
+        pair_weights=torch.tensor([weights[row] for row in chosen], device=policy.device),
         reduction="sum",
     )
     metrics = {f"dpo/{k}": float(v) for k, v in metrics.items()}
@@ -76,8 +86,11 @@ def dpo_loss_fn(
 
 
 @register_trainer("coact_dpo")
-class CoActDPOTrainer(CoActMetricsMixin, PPOTrainerSync):
-    """Synchronous CoAct trainer with the pairwise DPO(+NLL) actor loss."""
+class CoActDPOTrainer(
+    CoActFeedbackMixin, CoActLateLabelsMixin, CoActGenerationMixin, CoActMetricsMixin, PPOTrainerSync
+):
+    """Synchronous CoAct trainer with the pairwise DPO(+NLL) actor loss (prompt pool and late labels as in
+    ``coact``); with ``coact.feedback.pairs`` it also trains on users' votes and edits."""
 
     def on_init_end(self) -> None:
         super().on_init_end()
@@ -90,6 +103,8 @@ class CoActDPOTrainer(CoActMetricsMixin, PPOTrainerSync):
             problems.append("actor.shuffle=False and actor.use_dynamic_bsz=False")
         if not actor.get("use_kl_loss", False):
             problems.append("actor.use_kl_loss=True (with kl_loss_coef=0) so the reference worker runs")
+        if self.coact.feedback.pairs and (n < 2 or self.config.actor_rollout_ref.rollout.calculate_log_probs):
+            problems.append("rollout.n >= 2 and rollout.calculate_log_probs=False for feedback pairs")
         if problems:
             raise ValueError("coact_dpo keeps each group in one micro-batch; it needs " + "; ".join(problems))
         self.actor_rollout_wg.set_loss_fn(

@@ -159,10 +159,19 @@ class CoActGenerationMixin:
             self.train_dataloader_it = iter(self.train_dataloader)  # type: ignore[attr-defined]
             batch_dict = next(self.train_dataloader_it)
         size = len(batch_dict["raw_prompt"])
-        for row_index, row in enumerate(self.pool.take_for_training(size)):
+        if "agent_name" not in batch_dict:  # every chunk gets the column: chunks of one step are concatenated
+            default = self.config.actor_rollout_ref.rollout.agent.default_agent_loop  # type: ignore[attr-defined]
+            batch_dict["agent_name"] = np.array([default] * size, dtype=object)
+        for row_index, row in enumerate(self._injected_rows(size)):
             row = {**row, "raw_prompt": row["prompt"]}
             for name in REPLACED_FIELDS:
                 if name in batch_dict:
                     batch_dict[name][row_index] = row[name]
+            if "agent_name" in row:  # a row with its own agent loop (e.g. a feedback pair)
+                batch_dict["agent_name"][row_index] = row["agent_name"]
         batch_dict["uid"] = np.array([str(uuid.uuid4()) for _ in range(size)], dtype=object)
         return tu.get_tensordict(batch_dict)
+
+    def _injected_rows(self, size: int) -> list[dict]:
+        """Rows that replace the first rows of a dataloader chunk of ``size``: queued pool prompts."""
+        return self.pool.take_for_training(size)

@@ -1,4 +1,4 @@
-"""What the plugin registers for CoAct: the ``coact`` reward manager and the ``coact`` trainer modes."""
+"""What the plugin registers for CoAct: the ``coact`` reward manager, trainer modes and feedback agent loop."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ REGISTERING_MODULES = (
     "coact_verl.adapters.reward_manager",
     "coact_verl.adapters.trainer",
     "coact_verl.adapters.dpo",
+    "coact_verl.adapters.feedback",
 )
 
 

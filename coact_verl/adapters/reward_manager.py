@@ -27,7 +27,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
 from coact_verl.adapters.oracle_service import coact_config
 from coact_verl.consistency import AnswerClusterer, extract_answer
-from coact_verl.labeling import GroupLabeler, GroupRequest
+from coact_verl.labeling import GroupLabeler, GroupRequest, given_label, prompt_question
 
 EVAL_SPLITS = frozenset({"test", "val", "validation", "eval"})
 GATE_TIMEOUT_S = float(os.environ.get("COACT_GATE_TIMEOUT_S", "300"))
@@ -45,6 +45,7 @@ INCOMPLETE_INFO = {
     "coact_reward": 0.0,
     "coact_prompt_id": "",
     "coact_pair_role": "",
+    "coact_pair_weight": 1.0,
 }
 
 
@@ -84,6 +85,8 @@ class GroupGate:
             task=head["task"],
             step=head["step"],
             responses=tuple(group["items"][sid]["response"] for sid in order),
+            given_label=head["given"][0],
+            given_source=head["given"][1],
         )
         try:
             group["outcome"].set_result((await self.labeler.label(request), order))
@@ -137,9 +140,10 @@ class CoActRewardManager(RewardManagerBase):
         fields = {
             "response": text,
             "prompt_id": str(extra.get("prompt_id") or uid),
-            "question": str(extra.get("question") or _last_user_turn(item.non_tensor_batch.get("raw_prompt"))),
+            "question": prompt_question(extra, item.non_tensor_batch.get("raw_prompt")),
             "task": task,
             "step": int(item.non_tensor_batch.get("global_steps") or 0),
+            "given": given_label(extra),
         }
         if self._gate is None:
             self._gate = _gate_handle(self.config)
@@ -158,8 +162,3 @@ class CoActRewardManager(RewardManagerBase):
         correct = bool(gold) and pred is not None and await self._clusterer.asame(pred, gold, task)
         score = 1.0 if correct else 0.0
         return {"reward_score": score, "reward_extra_info": {"score": score, "acc": score, "pred": pred or ""}}
-
-
-def _last_user_turn(messages: Any) -> str:
-    users = [m.get("content", "") for m in (messages or []) if isinstance(m, dict) and m.get("role") == "user"]
-    return str(users[-1]) if users else ""

@@ -15,6 +15,7 @@ from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from coact_verl.adapters.generation import CoActGenerationMixin
+from coact_verl.adapters.late_labels import CoActLateLabelsMixin
 from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
 from coact_verl.metrics import step_metrics
 
@@ -40,7 +41,7 @@ class CoActMetricsMixin:
         self.coact = coact_config(self.config)  # type: ignore[attr-defined]
         self._gold = load_gold(self.coact.oracle.gold_path)
         self._clusterer = None
-        self._budget_client = None
+        self._oracle_client = None
         super().init()  # type: ignore[misc]
 
     def _metric_clusterer(self):
@@ -72,23 +73,28 @@ class CoActMetricsMixin:
         metrics.update(self._budget_metrics())
         return result
 
-    def _budget_metrics(self) -> dict[str, float]:
-        if not self.oracle_url:
-            return {}
-        if self._budget_client is None:
+    def _sync_oracle(self):
+        """One synchronous client of the oracle service for the trainer's own calls (budget, label log)."""
+        if self._oracle_client is None:
             from coact_verl.oracle.client import SyncOracleClient
 
             cfg = self.coact.oracle
-            self._budget_client = SyncOracleClient(
+            self._oracle_client = SyncOracleClient(
                 self.oracle_url, cfg.token, request_timeout_s=cfg.request_timeout_s, max_wait_s=cfg.max_wait_s
             )
-        budget = self._budget_client.budget()
+        return self._oracle_client
+
+    def _budget_metrics(self) -> dict[str, float]:
+        if not self.oracle_url:
+            return {}
+        budget = self._sync_oracle().budget()
         if not budget:
             return {"coact/oracle/unreachable": 1.0}
         return {f"coact/oracle/budget_{k}": float(v) for k, v in budget.items() if isinstance(v, int | float)}
 
 
 @register_trainer("coact")
-class CoActTrainer(CoActGenerationMixin, CoActMetricsMixin, PPOTrainerSync):
-    """Synchronous CoAct trainer (GRPO): rewards come from the rollout workers' group step; with
-    ``coact.generation.every_k_steps > 0`` it also grows the prompt pool with generated questions."""
+class CoActTrainer(CoActLateLabelsMixin, CoActGenerationMixin, CoActMetricsMixin, PPOTrainerSync):
+    """Synchronous CoAct trainer (GRPO): rewards come from the rollout workers' group step; late oracle
+    labels return to training through the prompt pool, and with ``coact.generation.every_k_steps > 0`` the
+    pool also grows with generated questions."""

@@ -12,7 +12,8 @@ M-step: η_u = mean of γ_j over u's votes; when μ is estimated, μ = Σ γ_j z
 (clipped to (½, 1], which keeps each step an ascent step). The complete-data objective is separable in
 (η, μ), so every iteration is an exact EM step and the log-likelihood never decreases. Votes enter only
 through per-user counts of four kinds (ordinary A / ordinary B / control right / control wrong), so one
-iteration costs O(users) whatever the number of votes.
+iteration costs O(users) whatever the number of votes; :func:`estimate_attentiveness_from_counts` takes
+those counts directly.
 
 **Identifiability.** Ordinary votes only reveal each user's pick rate ½ + η_u (μ − ½):
 
@@ -33,7 +34,7 @@ therefore needs about 3,500 control votes from a user with η = 0.2 and several 
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -104,6 +105,49 @@ def _log_likelihood(counts: np.ndarray, eta: np.ndarray, ell: np.ndarray) -> flo
     return float(np.sum(counts * np.log(np.maximum(prob, _TINY))))
 
 
+def _check_args(mu: float | None, init_eta: float, init_mu: float, top_eta: float) -> None:
+    if mu is not None and not 0.5 < mu <= 1.0:
+        raise ValueError(f"mu must lie in (0.5, 1], got {mu}")
+    if not 0.0 < init_eta < 1.0 or not 0.5 < init_mu < 1.0 or not 0.0 < top_eta <= 1.0:
+        raise ValueError("init_eta must lie in (0, 1), init_mu in (0.5, 1) and top_eta in (0, 1]")
+
+
+def _fit(
+    counts: np.ndarray,
+    mu: float | None,
+    init_eta: float,
+    init_mu: float,
+    top_eta: float,
+    tol: float,
+    max_iter: int,
+) -> tuple[np.ndarray, float, list[float], int, bool]:
+    """EM on per-user counts of the four vote kinds, shape ``(U, 4)``: (η̂ ``(U,)``, μ̂, trace, iterations, converged)."""
+    n_user = counts.sum(axis=1)
+    anchor = mu is None and counts[:, 2:].sum() == 0
+    eta = np.full(len(counts), init_eta)
+    mu_hat = float(mu) if mu is not None else init_mu
+    trace = [_log_likelihood(counts, eta, _likelihoods(mu_hat))] if len(counts) else []
+    converged, it = not len(counts), 0
+    while not converged and it < max_iter:
+        it += 1
+        gamma = _posterior(eta[:, None], _likelihoods(mu_hat)[None, :])  # (U, 4)
+        new_eta = np.clip((counts * gamma).sum(axis=1) / np.maximum(n_user, 1.0), 0.0, 1.0)
+        new_mu = mu_hat
+        if mu is None:
+            att_a, att_b = float((counts[:, 0] * gamma[:, 0]).sum()), float((counts[:, 1] * gamma[:, 1]).sum())
+            if att_a + att_b > 0:
+                new_mu = min(max(att_a / (att_a + att_b), _MU_MIN), 1.0)
+            top = float(new_eta.max())
+            if anchor and top > 0:  # move along the flat ridge (same likelihood) to max η = top_eta, μ ≤ 1
+                scale = min(top / top_eta, 0.5 / (new_mu - 0.5))
+                new_eta = np.clip(new_eta / scale, 0.0, 1.0)
+                new_mu = min(max(0.5 + (new_mu - 0.5) * scale, _MU_MIN), 1.0)
+        converged = max(float(np.max(np.abs(new_eta - eta))), abs(new_mu - mu_hat)) < tol
+        eta, mu_hat = new_eta, new_mu
+        trace.append(_log_likelihood(counts, eta, _likelihoods(mu_hat)))
+    return eta, mu_hat, trace, it, converged
+
+
 def estimate_attentiveness(
     votes: Sequence[Vote | tuple],
     mu: float | None,
@@ -125,10 +169,7 @@ def estimate_attentiveness(
         tol: stop when no parameter moves by more than this in one iteration.
         max_iter: iteration cap.
     """
-    if mu is not None and not 0.5 < mu <= 1.0:
-        raise ValueError(f"mu must lie in (0.5, 1], got {mu}")
-    if not 0.0 < init_eta < 1.0 or not 0.5 < init_mu < 1.0 or not 0.0 < top_eta <= 1.0:
-        raise ValueError("init_eta must lie in (0, 1), init_mu in (0.5, 1) and top_eta in (0, 1]")
+    _check_args(mu, init_eta, init_mu, top_eta)
     parsed = _as_votes(votes)
     users = list(dict.fromkeys(v.user for v in parsed))
     index = {u: i for i, u in enumerate(users)}
@@ -136,31 +177,7 @@ def estimate_attentiveness(
     kinds = _kinds(parsed)
     counts = np.zeros((len(users), 4))
     np.add.at(counts, (user_idx, kinds), 1.0)
-    n_user = counts.sum(axis=1)
-    anchor = mu is None and counts[:, 2:].sum() == 0
-
-    eta = np.full(len(users), init_eta)
-    mu_hat = float(mu) if mu is not None else init_mu
-    trace = [_log_likelihood(counts, eta, _likelihoods(mu_hat))] if users else []
-    converged, it = not users, 0
-    while not converged and it < max_iter:
-        it += 1
-        gamma = _posterior(eta[:, None], _likelihoods(mu_hat)[None, :])  # (U, 4)
-        new_eta = np.clip((counts * gamma).sum(axis=1) / np.maximum(n_user, 1.0), 0.0, 1.0)
-        new_mu = mu_hat
-        if mu is None:
-            att_a, att_b = float((counts[:, 0] * gamma[:, 0]).sum()), float((counts[:, 1] * gamma[:, 1]).sum())
-            if att_a + att_b > 0:
-                new_mu = min(max(att_a / (att_a + att_b), _MU_MIN), 1.0)
-            top = float(new_eta.max())
-            if anchor and top > 0:  # move along the flat ridge (same likelihood) to max η = top_eta, μ ≤ 1
-                scale = min(top / top_eta, 0.5 / (new_mu - 0.5))
-                new_eta = np.clip(new_eta / scale, 0.0, 1.0)
-                new_mu = min(max(0.5 + (new_mu - 0.5) * scale, _MU_MIN), 1.0)
-        converged = max(float(np.max(np.abs(new_eta - eta))), abs(new_mu - mu_hat)) < tol
-        eta, mu_hat = new_eta, new_mu
-        trace.append(_log_likelihood(counts, eta, _likelihoods(mu_hat)))
-
+    eta, mu_hat, trace, it, converged = _fit(counts, mu, init_eta, init_mu, top_eta, tol, max_iter)
     gamma = _posterior(eta[:, None], _likelihoods(mu_hat)[None, :])
     posterior = gamma[user_idx, kinds] if parsed else np.zeros(0)
     return AttentivenessResult(
@@ -170,7 +187,45 @@ def estimate_attentiveness(
         log_likelihood=trace,
         iterations=it,
         converged=converged,
-        n_votes={u: int(n_user[i]) for i, u in enumerate(users)},
+        n_votes={u: int(counts[i].sum()) for i, u in enumerate(users)},
+    )
+
+
+def estimate_attentiveness_from_counts(
+    counts: Mapping[Hashable, Sequence[float]],
+    mu: float | None,
+    *,
+    init_eta: float = 0.5,
+    init_mu: float = 0.75,
+    top_eta: float = 1.0,
+    tol: float = 1e-9,
+    max_iter: int = 20_000,
+) -> AttentivenessResult:
+    """:func:`estimate_attentiveness` from per-user vote counts (the EM's sufficient statistics).
+
+    Args:
+        counts: ``{user: (ordinary A, ordinary B, control right, control wrong)}`` vote counts, where "A" is a
+            pick of model A's response and "right" a pick of the known better response.
+        mu, init_eta, init_mu, top_eta, tol, max_iter: as for :func:`estimate_attentiveness`.
+
+    Returns:
+        The same result, except that ``posterior`` holds γ per user (in ``counts`` order) and vote kind, shape
+        ``(U, 4)``.
+    """
+    _check_args(mu, init_eta, init_mu, top_eta)
+    users = list(counts)
+    table = np.array([[float(c) for c in counts[u]] for u in users], dtype=np.float64).reshape(len(users), 4)
+    if np.any(table < 0) or not np.all(np.isfinite(table)):
+        raise ValueError("counts must be finite and non-negative")
+    eta, mu_hat, trace, it, converged = _fit(table, mu, init_eta, init_mu, top_eta, tol, max_iter)
+    return AttentivenessResult(
+        eta={u: float(eta[i]) for i, u in enumerate(users)},
+        mu=mu_hat,
+        posterior=_posterior(eta[:, None], _likelihoods(mu_hat)[None, :]),
+        log_likelihood=trace,
+        iterations=it,
+        converged=converged,
+        n_votes={u: int(table[i].sum()) for i, u in enumerate(users)},
     )
 
 

@@ -7,6 +7,7 @@ import dataclasses
 import logging
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 
 from coact_verl.oracle.service.settings import SETTINGS_ENV, OracleSettings
@@ -18,6 +19,16 @@ BACKENDS = ("gold", "simulated", "llm_judge", "human")
 
 def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "unbounded") else int(text)
+
+
+def _fraction(low: float, high: float, open_low: bool) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = float(text)
+        if not (low < value if open_low else low <= value) or not value <= high:
+            raise argparse.ArgumentTypeError(f"must lie in {'(' if open_low else '['}{low}, {high}], got {text}")
+        return value
+
+    return parse
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,6 +57,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--judge-timeout", type=float, default=defaults.judge_timeout_s, help="judge request timeout, seconds")
     add("--judge-retries", type=int, default=defaults.judge_retries, help="judge retries")
     add("--judge-without-gold", action="store_true", help="do not show the judge the gold answer")
+    add("--judge-max-tokens", type=int, default=defaults.judge_max_tokens, help="judge completion length bound")
     add("--db-synchronous", default=defaults.db_synchronous, choices=("NORMAL", "FULL", "EXTRA"), help="SQLite sync")
     add("--db-threads", action="store_true", help="run SQLite calls in worker threads")
     add(
@@ -54,6 +66,18 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="charge and label in separate transactions (answers checked in a thread)",
     )
     add("--no-fast-path", action="store_true", help="serve every request through the FastAPI routes")
+    add(
+        "--vote-mu",
+        type=_fraction(0.5, 1.0, True),
+        default=None,
+        help="P(stronger model's response is better) in comparison votes; estimated from the votes when not given",
+    )
+    add(
+        "--vote-min-eta",
+        type=_fraction(0.0, 1.0, False),
+        default=defaults.vote_min_eta,
+        help="default attentiveness threshold of vote pairs",
+    )
     add("--lease", type=float, default=defaults.lease_s, help="human task lease, seconds")
     add("--workers", type=int, default=1, help="uvicorn worker processes")
     add("--http", choices=("auto", "h11", "httptools"), default="auto", help="HTTP parser")
@@ -84,11 +108,14 @@ def settings_from_args(args: argparse.Namespace) -> OracleSettings:
         judge_timeout_s=args.judge_timeout,
         judge_retries=args.judge_retries,
         judge_with_gold=not args.judge_without_gold,
+        judge_max_tokens=args.judge_max_tokens,
         db_synchronous=args.db_synchronous,
         db_threads=args.db_threads,
         lease_s=args.lease,
         two_phase=args.two_phase,
         fast_path=not args.no_fast_path,
+        vote_mu=args.vote_mu,
+        vote_min_eta=args.vote_min_eta,
     )
 
 

@@ -43,7 +43,7 @@ class OracleClient:
 
     Args:
         base_url: service URL, e.g. ``http://127.0.0.1:8765``.
-        token: bearer token (trainer, or admin for the admin calls).
+        token: bearer token (trainer; admin for the admin calls; an annotator's for votes and edits).
         request_timeout_s: bound of one HTTP attempt, in seconds.
         max_wait_s: bound of one call including retries and backoff, in seconds.
         retries: retries after a failed attempt (connect errors, timeouts, 5xx, 429).
@@ -222,6 +222,58 @@ class OracleClient:
         """Upload hidden gold answers (admin token); ``None`` when it failed."""
         return await self._json("POST", "/v1/gold", json=dict(answers))
 
+    async def submit_vote(
+        self,
+        *,
+        key: str,
+        prompt_id: str,
+        prompt: str,
+        task: str,
+        response_a: str,
+        response_b: str,
+        stronger: str,
+        picked: str,
+        better: str | None = None,
+    ) -> dict[str, Any] | None:
+        """Store a comparison vote (annotator token), idempotently by ``key``: the stored vote, ``None`` on failure.
+
+        ``stronger``/``picked``/``better`` are ``"a"`` or ``"b"``; ``better`` only for control votes.
+        """
+        body = {"key": key, "prompt_id": prompt_id, "prompt": prompt, "task": task, "response_a": response_a,
+                "response_b": response_b, "stronger": stronger, "picked": picked, "better": better}  # fmt: skip
+        return await self._json("POST", "/v1/votes", json=body)
+
+    async def submit_votes(self, votes: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """Store up to 1000 votes (mappings of :meth:`submit_vote`'s arguments) in one transaction (annotator
+        token): ``{"votes": [...], "created": n}``, or ``None`` on failure (then none was stored)."""
+        return await self._json("POST", "/v1/votes/batch", json={"votes": [dict(v) for v in votes]})
+
+    async def submit_edit(
+        self, *, key: str, prompt_id: str, prompt: str, task: str, original: str, edited: str
+    ) -> dict[str, Any] | None:
+        """Store an edit, ``edited`` ≻ ``original`` (annotator token), idempotently by ``key``; ``None`` on failure."""
+        body = {"key": key, "prompt_id": prompt_id, "prompt": prompt, "task": task, "original": original,
+                "edited": edited}  # fmt: skip
+        return await self._json("POST", "/v1/edits", json=body)
+
+    async def feedback_pairs(
+        self, since_id: int = 0, limit: int = 500, min_eta: float | None = None
+    ) -> dict[str, Any] | None:
+        """``{"pairs": [...], "next_since_id": n}`` from votes and edits after ``since_id``, ``None`` when unavailable.
+
+        Votes of annotators with η̂ < ``min_eta`` (``None``: the service's default) are skipped, but the cursor
+        moves past them; page until ``next_since_id`` stops changing.
+        """
+        params: dict[str, Any] = {"since_id": since_id, "limit": limit}
+        if min_eta is not None:
+            params["min_eta"] = min_eta
+        return await self._json("GET", "/v1/feedback/pairs", params=params)
+
+    async def annotator_quality(self) -> dict[str, Any] | None:
+        """``{"mu", "mu_given", "votes", "annotators": [{"id", "name", "votes", "control_votes", "eta"}]}``, or
+        ``None`` when unavailable."""
+        return await self._json("GET", "/v1/annotators/quality")
+
     async def healthy(self) -> bool:
         """Whether ``/healthz`` answers within ``request_timeout_s``."""
         try:
@@ -270,6 +322,28 @@ class SyncOracleClient:
     def upload_gold(self, answers: Mapping[str, str]) -> dict[str, Any] | None:
         """Blocking :meth:`OracleClient.upload_gold`."""
         return self._run(self.client.upload_gold(answers))
+
+    def submit_vote(self, **kwargs: Any) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.submit_vote`."""
+        return self._run(self.client.submit_vote(**kwargs))
+
+    def submit_votes(self, votes: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.submit_votes`."""
+        return self._run(self.client.submit_votes(votes))
+
+    def submit_edit(self, **kwargs: Any) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.submit_edit`."""
+        return self._run(self.client.submit_edit(**kwargs))
+
+    def feedback_pairs(
+        self, since_id: int = 0, limit: int = 500, min_eta: float | None = None
+    ) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.feedback_pairs`."""
+        return self._run(self.client.feedback_pairs(since_id, limit, min_eta))
+
+    def annotator_quality(self) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.annotator_quality`."""
+        return self._run(self.client.annotator_quality())
 
     def healthy(self) -> bool:
         """Blocking :meth:`OracleClient.healthy`."""

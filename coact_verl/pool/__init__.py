@@ -25,6 +25,7 @@ from coact_verl.pool.generation import (
     parse_generated_question,
     run_generation_round,
 )
+from coact_verl.pool.late_labels import LateLabelTracker
 from coact_verl.pool.pool import (
     GENERATED_SOURCE,
     PROVENANCES,
@@ -44,6 +45,7 @@ __all__ = [
     "DedupIndex",
     "Duplicate",
     "GenerationRound",
+    "LateLabelTracker",
     "PoolEntry",
     "PromptPool",
     "admit",

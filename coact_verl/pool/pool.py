@@ -149,6 +149,7 @@ class PromptPool:
         self._sizes: Counter[str] = Counter()
         self._late_labels = 0
         self._served = 0
+        self.label_cursor = 0
         self._rng = random.Random(self.seed)
         self._seeds: list[PoolEntry] | None = None
 
@@ -406,6 +407,7 @@ class PromptPool:
             "rejected": dict(sorted(self._rejected.items())),
             "late_labels": self._late_labels,
             "served": self._served,
+            "label_cursor": self.label_cursor,
             "rng": [version, list(internal), gauss],
         }
 
@@ -433,6 +435,7 @@ class PromptPool:
         self._rejected = Counter({k: int(v) for k, v in state["rejected"].items()})
         self._late_labels = int(state["late_labels"])
         self._served = int(state["served"])
+        self.label_cursor = int(state.get("label_cursor", 0))
         version, internal, gauss = state["rng"]
         self._rng.setstate((version, tuple(internal), gauss))
 

@@ -118,3 +118,94 @@ def test_dpo_loss_starts_at_log2_and_fixed_pair_margin_rises(tiny_assets, tmp_pa
         ) / len(pairs)
         margins.append(margin)
     assert margins[0] > 0 and margins[-1] > margins[0], margins
+
+
+def test_dpo_trains_on_user_edits_and_attentive_votes(tiny_assets, tmp_path):
+    """Edits and votes submitted to the oracle service become DPO pairs: inattentive voters are filtered out by
+    their EM attentiveness, the pairs are trained on in the following steps, and the edited response gains
+    log-probability over the original relative to the reference (the DPO margin rises above 0)."""
+    import httpx
+
+    from coact_verl.oracle.local import start_local_service, stop_local_service
+
+    admin_token = "admin-e2e"
+    url, proc = start_local_service(
+        str(tmp_path / "oracle.sqlite"),
+        gold_path=str(tiny_assets["train_gold"]),
+        admin_token=admin_token,
+        trainer_token="coact-trainer",
+        extra_args=["--vote-mu", "0.8"],
+        log_path=str(tmp_path / "oracle.log"),
+    )
+    try:
+        with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as admin:
+            careful, careless = (admin.post("/v1/annotators", json={"name": n}).json()["token"] for n in "ab")
+        rows = pd.read_parquet(tiny_assets["train"]).head(4)
+        answers = dict(pd.read_parquet(tiny_assets["train_gold"])[["prompt_id", "answer"]].itertuples(index=False))
+        edits = [  # (question as the user saw it, the model's answer, the user's edit)
+            (row["prompt"][0]["content"], "#### 7", f"The answer is #### {answers[row['extra_info']['prompt_id']]}")
+            for row in rows.to_dict("records")
+        ]
+        with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {careful}"}) as user:
+            for i, (question, original, edited) in enumerate(edits):
+                body = {"key": f"e{i}", "prompt_id": f"e{i}", "prompt": question, "task": "gsm8k"}
+                response = user.post("/v1/edits", json={**body, "original": original, "edited": edited})
+                assert response.status_code == 200, response.text
+
+        def votes(picks_right) -> list[dict]:  # control votes: the better side is known
+            return [
+                {
+                    "key": f"v{i}",
+                    "prompt_id": f"v{i}",
+                    "prompt": f"What is {i} + 1?",
+                    "task": "gsm8k",
+                    "response_a": f"#### {i + 1}",
+                    "response_b": f"#### {i + 2}",
+                    "stronger": "a",
+                    "better": "a",
+                    "picked": "a" if picks_right(i) else "b",
+                }
+                for i in range(40)
+            ]
+
+        for token, picks_right in ((careful, lambda i: True), (careless, lambda i: i % 2 == 0)):
+            with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as user:
+                assert user.post("/v1/votes/batch", json={"votes": votes(picks_right)}).status_code == 200
+
+        overrides = base_overrides(tiny_assets, 3) + [
+            f"coact.oracle.url={url}",
+            "coact.router.policy=self_only",
+            "coact.feedback.pairs=True",
+            "coact.feedback.max_pairs_per_step=4",
+            "trainer.save_freq=1",
+            f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+            "actor_rollout_ref.actor.checkpoint.save_contents=[model,optimizer,extra,hf_model]",
+            "actor_rollout_ref.actor.optim.lr=3e-4",
+        ]
+        run = run_ok("coact_dpo_cpu", overrides, tmp_path / "feedback.log")
+    finally:
+        stop_local_service(proc)
+    assert sorted(run.steps) == [1, 2, 3]
+    # step 1 reads 4 edits and the careful voter's 40 votes; the careless voter (η̂ = 0) is left out
+    assert run.steps[1]["feedback/read"] == 44
+    assert [run.steps[s]["feedback/batch_rows"] for s in (1, 2, 3)] == [0, 16, 16]  # 4 pairs x n=4 rows
+    assert [run.steps[s]["feedback/served"] for s in (1, 2, 3)] == [0, 4, 8]
+    # dpo/pairs is a mean over the step's 4 micro-batches (32 rows / 8); the 4 user pairs always form pairs
+    assert run.steps[2]["actor/dpo/pairs"] * 4 >= 4 and run.steps[3]["actor/dpo/pairs"] * 4 >= 4
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_assets["model"])
+
+    def edit_margin(model_dir) -> float:
+        model = AutoModelForCausalLM.from_pretrained(model_dir, dtype=torch.float32).eval()
+        total = 0.0
+        for question, original, edited in edits:
+            prompt = tokenizer.apply_chat_template(
+                [{"role": "user", "content": question}], add_generation_prompt=True, tokenize=False
+            )
+            total += _sequence_logps(model, tokenizer, prompt, edited) - _sequence_logps(
+                model, tokenizer, prompt, original
+            )
+        return total / len(edits)
+
+    before, after = (edit_margin(tmp_path / "ckpt" / f"global_step_{s}" / "actor" / "huggingface") for s in (1, 2))
+    assert after > before, (before, after)  # step 2, the step that trained on the edits, moved toward them

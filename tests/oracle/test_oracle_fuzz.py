@@ -16,6 +16,7 @@ _CHECKS = [
     checks.content_type_conformance,
     checks.response_schema_conformance,
 ]
+ANNOTATOR_PATHS = ("/v1/tasks", "/v1/votes", "/v1/edits")  # operations only annotators may call
 MAX_EXAMPLES = 25  # per operation and generation mode: bounded so the whole file stays well under a minute
 
 
@@ -44,7 +45,7 @@ def test_fuzz_no_server_errors(fuzz_services, mode):
     url = fuzz_services[0][0].url
     schema = schemathesis.openapi.from_url(f"{url}/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert len(operations) >= 9
+    assert len(operations) >= 14
     skipped = 0
     for operation in operations:
 
@@ -59,7 +60,7 @@ def test_fuzz_no_server_errors(fuzz_services, mode):
         )
         def run(case):
             for svc, annotator in fuzz_services:
-                if case.path.startswith("/v1/tasks"):
+                if case.path.startswith(ANNOTATOR_PATHS):
                     token = annotator
                 else:
                     token = TRAINER if case.method == "GET" else ADMIN
@@ -72,4 +73,4 @@ def test_fuzz_no_server_errors(fuzz_services, mode):
         except Unsatisfiable:
             assert mode == GenerationMode.NEGATIVE  # an operation without inputs has no invalid ones
             skipped += 1
-    assert skipped <= 3
+    assert skipped <= 4  # operations without parameters (health, budget, next task, annotator quality)

@@ -19,7 +19,8 @@ from coact_verl.oracle.service.core import OracleCore
 from coact_verl.oracle.service.db import Store
 from coact_verl.oracle.service.fast_path import QueriesFastPath
 from coact_verl.oracle.service.gold_io import load_gold_file
-from coact_verl.oracle.service.routes import admin, annotate, budget, health, queries, tasks
+from coact_verl.oracle.service.quality import AnnotatorQuality
+from coact_verl.oracle.service.routes import admin, annotate, budget, feedback, health, queries, tasks
 from coact_verl.oracle.service.settings import OracleSettings
 
 log = logging.getLogger("coact_verl.oracle")
@@ -48,6 +49,7 @@ def create_app(settings: OracleSettings) -> FastAPI:
         core = OracleCore(store, backend, db_threads=settings.db_threads, lease_s=settings.lease_s)
         app.state.settings, app.state.store, app.state.core = settings, store, core
         app.state.auth = TokenAuth(store, settings.admin_token, settings.trainer_token)
+        app.state.quality = AnnotatorQuality(settings.vote_mu)
         if not settings.admin_token:
             log.warning("no admin token: admin endpoints are unreachable")
         core.spawn(core.recover())
@@ -65,11 +67,12 @@ def create_app(settings: OracleSettings) -> FastAPI:
     app = FastAPI(
         title="coact-verl oracle",
         version=API_VERSION,
-        description="Budgeted oracle labels for CoAct training: gold, simulated, LLM-judge or human annotators.",
+        description="Budgeted oracle labels for CoAct training: gold, simulated, LLM-judge or human annotators;"
+        " comparison votes and edits from users as preference pairs.",
         lifespan=lifespan,
         **limit,
     )
-    for module in (health, queries, budget, admin, tasks, annotate):
+    for module in (health, queries, budget, admin, tasks, feedback, annotate):
         app.include_router(module.router)
     _declare_bearer_auth(app)
     if settings.fast_path:
@@ -85,7 +88,7 @@ def create_app(settings: OracleSettings) -> FastAPI:
 
 
 def _declare_bearer_auth(app: FastAPI) -> None:
-    """Add the bearer scheme (and the 400/401/403 answers) to the OpenAPI spec of every ``/v1`` operation."""
+    """Add the bearer scheme (and the 400/401/403/413 answers) to the OpenAPI spec of every ``/v1`` operation."""
     build = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -99,6 +102,7 @@ def _declare_bearer_auth(app: FastAPI) -> None:
                         operation.setdefault("responses", {}).update(_AUTH_RESPONSES)
                         if "requestBody" in operation:
                             operation["responses"]["400"] = {"description": "malformed request body"}
+                            operation["responses"]["413"] = {"description": f"body over {MAX_BODY_BYTES} bytes"}
             app.openapi_schema = spec
         return app.openapi_schema
 

@@ -13,6 +13,7 @@ from typing import Any
 from coact_verl.oracle.backends.base import BackendError, Candidate, LabelQuery, LabelResult
 from coact_verl.oracle.service.annotator_store import AnnotatorOps, token_hash
 from coact_verl.oracle.service.connections import Connections
+from coact_verl.oracle.service.feedback_store import FEEDBACK_SCHEMA, FeedbackOps
 
 __all__ = ["Budget", "Reservation", "Store", "check_label", "token_hash"]
 _SCHEMA = """
@@ -34,6 +35,7 @@ CREATE TABLE IF NOT EXISTS annotators (id INTEGER PRIMARY KEY AUTOINCREMENT, nam
     token_hash TEXT NOT NULL UNIQUE, created_at REAL NOT NULL);
 COMMIT;
 """
+_LABEL_FIELDS = tuple("id query_id key prompt_id prompt task step answer correct source annotator created_at".split())
 _CHARGED = ("labeled", "pending", "labeling")  # other statuses are re-evaluated when the same key comes again
 # One statement for everything reserve() reads: budget, the key's row, the prompt's gold answer.
 _LOOKUP = (
@@ -73,8 +75,8 @@ def check_label(label: LabelResult, query: LabelQuery) -> None:
         raise ValueError(f"backend gave {len(label.correct)} verdicts for {len(query.candidates)} candidates")
 
 
-class Store(Connections, AnnotatorOps):
-    """The oracle's data: budget, gold answers, queries, labels and annotators (see :class:`Connections`).
+class Store(Connections, AnnotatorOps, FeedbackOps):
+    """The oracle's data: budget, gold, queries, labels, annotators, votes and edits (see :class:`Connections`).
 
     Args:
         path: database file (created with its tables if missing).
@@ -93,6 +95,7 @@ class Store(Connections, AnnotatorOps):
     ) -> None:
         super().__init__(path, synchronous, busy_timeout_s, checkpoint_every_s)
         self.conn.executescript(_SCHEMA)
+        self.conn.executescript(FEEDBACK_SCHEMA)
 
     # -- budget and gold -------------------------------------------------------------------------------------------
     @staticmethod
@@ -268,14 +271,14 @@ class Store(Connections, AnnotatorOps):
         return [self._query(conn, r[0]) for r in rows]
 
     def labels_since(self, since_id: int, limit: int) -> list[dict[str, Any]]:
-        """Labels with id > ``since_id`` in id order (ids follow commit order)."""
+        """Labels with id > ``since_id`` in id order (ids follow commit order), with their query's prompt and task."""
         rows = self.conn.execute(
-            "SELECT l.id, l.query_id, q.key, q.prompt_id, q.step, l.answer, l.correct, l.source, l.annotator,"
-            " l.created_at FROM labels l JOIN queries q ON q.id = l.query_id WHERE l.id > ? ORDER BY l.id LIMIT ?",
+            "SELECT l.id, l.query_id, q.key, q.prompt_id, q.prompt, q.task, q.step, l.answer, l.correct, l.source,"
+            " l.annotator, l.created_at FROM labels l JOIN queries q ON q.id = l.query_id WHERE l.id > ?"
+            " ORDER BY l.id LIMIT ?",
             (since_id, limit),
         ).fetchall()
-        names = ("id", "query_id", "key", "prompt_id", "step", "answer", "correct", "source", "annotator", "created_at")
-        out = [dict(zip(names, r, strict=True)) for r in rows]
+        out = [dict(zip(_LABEL_FIELDS, r, strict=True)) for r in rows]
         for item in out:
             item["correct"] = json.loads(item["correct"])
         return out

@@ -78,12 +78,14 @@ class QueryOut(BaseModel):
 
 
 class LabelRecord(BaseModel):
-    """A stored label, as listed by ``GET /v1/labels``."""
+    """A stored label, as listed by ``GET /v1/labels``, with its query's ``prompt`` text and ``task``."""
 
     id: int
     query_id: int
     key: str
     prompt_id: str
+    prompt: str
+    task: str
     step: int
     label: LabelOut
     annotator: str | None

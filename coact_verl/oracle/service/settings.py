@@ -35,12 +35,16 @@ class OracleSettings:
         judge_timeout_s: timeout of one judge request, in seconds.
         judge_retries: retries of a failed judge request.
         judge_with_gold: give the judge the gold answer when one is stored (CoAct's oracle is a gold verifier).
+        judge_max_tokens: completion length bound of one judge request, in tokens.
         db_synchronous: SQLite ``synchronous`` pragma (``NORMAL`` survives process kills; ``FULL`` power loss too).
         db_threads: run SQLite calls in worker threads instead of on the event loop.
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
         two_phase: always charge and label in two transactions, checking answers in a worker thread (the default
             does both in one transaction when the equivalence is the cheap ``exact`` or a custom function).
         fast_path: serve well-formed trainer queries through a lean ASGI path (see ``service/fast_path.py``).
+        vote_mu: probability, in (0.5, 1], that the stronger model's response is the better one in a comparison
+            vote; ``None`` estimates it from the votes (control votes make it identifiable).
+        vote_min_eta: default η̂ threshold below which an annotator's votes yield no training pair.
     """
 
     db_path: str = "oracle.sqlite"
@@ -62,11 +66,14 @@ class OracleSettings:
     judge_timeout_s: float = 60.0
     judge_retries: int = 3
     judge_with_gold: bool = True
+    judge_max_tokens: int = 1024
     db_synchronous: str = "NORMAL"
     db_threads: bool = False
     lease_s: float = 600.0
     two_phase: bool = False
     fast_path: bool = True
+    vote_mu: float | None = None
+    vote_min_eta: float = 0.5
 
     def to_env(self) -> str:
         """JSON form, for passing to worker processes."""

@@ -26,7 +26,7 @@ async def read_labels(
     limit: int = Query(500, ge=1, le=5000, description="page size"),
     _: Principal = Depends(require(TRAINER, ADMIN)),
 ) -> LabelsOut:
-    """Labels in id order (commit order), e.g. to collect late human labels."""
+    """Labels in id order (commit order), e.g. to collect late human labels with their prompt and task."""
     core: OracleCore = request.app.state.core
     rows = await core.db(core.store.labels_since, since_id, limit)
     records = [
@@ -35,6 +35,8 @@ async def read_labels(
             query_id=r["query_id"],
             key=r["key"],
             prompt_id=r["prompt_id"],
+            prompt=r["prompt"],
+            task=r["task"],
             step=r["step"],
             label=LabelOut(answer=r["answer"], correct=r["correct"], source=r["source"]),
             annotator=r["annotator"],

@@ -1,0 +1,100 @@
+"""Preference pairs from users (comparison votes, edits) waiting to be trained on with DPO.
+
+The trainer reads new pairs from the oracle service (``GET /v1/feedback/pairs``, votes already filtered
+and weighted by the voter's attentiveness η̂) and queues them here. Each pair becomes one verl row whose
+agent loop does not sample: session 0 replays the chosen response and session 1 the rejected one, so the
+pair's two sequences get reference log-probs from verl's reference worker like any other (an edited
+response is off-policy; that is all DPO needs). The queue and the service cursor are saved with each
+checkpoint, so a resumed run neither loses nor repeats a pair.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+#: ``data_source`` and agent-loop name of feedback rows.
+FEEDBACK_SOURCE = "coact/feedback"
+FEEDBACK_AGENT = "coact_feedback"
+PAIR_FIELDS = ("id", "kind", "prompt_id", "prompt", "task", "chosen", "rejected", "weight")
+
+
+def feedback_row(pair: Mapping[str, Any]) -> dict[str, Any]:
+    """verl dataset row of one pair; the pair itself travels in ``extra_info.coact_feedback``."""
+    return {
+        "data_source": FEEDBACK_SOURCE,
+        "prompt": [{"role": "user", "content": str(pair["prompt"])}],
+        "ability": "feedback",
+        "reward_model": {"style": "coact", "ground_truth": ""},
+        "agent_name": FEEDBACK_AGENT,
+        "extra_info": {
+            "split": "feedback",
+            "index": int(pair["id"]),
+            "prompt_id": str(pair["prompt_id"]),
+            "task": str(pair["task"]),
+            "question": str(pair["prompt"]),
+            "provenance": "feedback",
+            "coact_label": "",
+            "coact_label_source": "none",
+            "coact_feedback": {
+                "kind": str(pair["kind"]),
+                "chosen": str(pair["chosen"]),
+                "rejected": str(pair["rejected"]),
+                "weight": float(pair["weight"]),
+            },
+        },
+    }
+
+
+class FeedbackQueue:
+    """FIFO of preference pairs and the service cursor (the id of the last pair read)."""
+
+    def __init__(self) -> None:
+        self.cursor = 0
+        self.received = 0
+        self.served = 0
+        self._pairs: deque[dict[str, Any]] = deque()
+
+    def __len__(self) -> int:
+        return len(self._pairs)
+
+    def extend(self, pairs: Iterable[Mapping[str, Any]], next_cursor: int) -> int:
+        """Queue pairs read from the service; returns how many were new. Malformed pairs raise ``ValueError``."""
+        added = 0
+        for pair in pairs:
+            missing = [name for name in PAIR_FIELDS if name not in pair]
+            if missing or not str(pair["chosen"]).strip() or not float(pair["weight"]) > 0:
+                raise ValueError(f"malformed feedback pair {dict(pair)!r} (missing {missing})")
+            if int(pair["id"]) <= self.cursor:
+                continue  # already read before a restart of the reader
+            self._pairs.append({name: pair[name] for name in PAIR_FIELDS})
+            self.cursor = int(pair["id"])
+            added += 1
+        self.cursor = max(self.cursor, int(next_cursor))
+        self.received += added
+        return added
+
+    def take(self, k: int) -> list[dict[str, Any]]:
+        """Up to ``k`` pairs, oldest first, as verl rows (:func:`feedback_row`)."""
+        rows = []
+        while self._pairs and len(rows) < k:
+            rows.append(feedback_row(self._pairs.popleft()))
+        self.served += len(rows)
+        return rows
+
+    def metrics(self) -> dict[str, float]:
+        return {
+            "feedback/queued": float(len(self._pairs)),
+            "feedback/received": float(self.received),
+            "feedback/served": float(self.served),
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"cursor": self.cursor, "received": self.received, "served": self.served, "pairs": list(self._pairs)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.cursor = int(state["cursor"])
+        self.received = int(state["received"])
+        self.served = int(state["served"])
+        self._pairs = deque(dict(p) for p in state["pairs"])
