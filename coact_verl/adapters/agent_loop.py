@@ -86,6 +86,8 @@ class CoActAgentLoopWorker(_BASE):
         self.coact = coact_config(self.config)
         self.labeler = GroupLabeler(self.coact, oracle_url=self.coact.oracle.url)
         self._pending: dict[str, _PendingGroup] = {}
+        node = ray.get_runtime_context().get_node_id()
+        print(f"CoAct rollout worker on node {node}, oracle {self.coact.oracle.url}", flush=True)  # noqa: T201
 
     async def _run_prompt(self, prompt: dict, sampling_params: dict, trajectory: dict, trace: bool = False) -> None:
         uid = prompt["uid"]

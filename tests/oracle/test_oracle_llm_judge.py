@@ -10,7 +10,7 @@ from oracle_testlib import ADMIN, TRAINER, FakeJudge, query_body
 
 from coact_verl.oracle import OracleClient
 from coact_verl.oracle.backends import BackendError, Candidate, LabelQuery
-from coact_verl.oracle.backends.llm_judge import LLMJudgeBackend, parse_verdict
+from coact_verl.oracle.backends.llm_judge import JudgeError, LLMJudgeBackend, build_messages, parse_verdict
 
 
 def _query(gold="12"):
@@ -23,6 +23,25 @@ def test_parse_verdict():
     for bad in ('{"correct": [true]}', '{"correct": [1, 0]}', "[true, false]", "nope"):
         with pytest.raises(ValueError):
             parse_verdict(bad, 2)
+
+
+def test_parse_verdict_reads_what_small_models_write():
+    prose = 'Sure! Here is my verdict:\n{"correct": [false, true], "answer": "12"}\nHope this helps.'
+    assert parse_verdict(prose, 2) == ((False, True), "12")
+    wrong_then_right = '{"correct": [true]} no: {"correct": [true, false], "answer": null}'
+    assert parse_verdict(wrong_then_right, 2) == ((True, False), None)
+    assert parse_verdict('{"correct": [true, false}, "answer": "12"}', 2) == ((True, False), "12")  # typo'd bracket
+    with pytest.raises(ValueError, match="2 booleans"):
+        parse_verdict('{"correct": [true, false, true}', 2)
+
+
+def test_prompt_shows_worked_examples():
+    messages = build_messages(_query(), "12")
+    assert [m["role"] for m in messages] == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert all(len(parse_verdict(m["content"], 2)[0]) == 2 for m in messages if m["role"] == "assistant")
+    assert all("Reference" in m["content"] for m in messages if m["role"] == "user")
+    assert not any("Reference" in m["content"] for m in build_messages(_query(), None))  # a blind judge's examples
+    assert len(build_messages(_query(), "12", few_shot=False)) == 2
 
 
 async def test_judge_labels_with_reference_and_hides_its_answer():
@@ -53,18 +72,35 @@ async def test_judge_retries_errors_and_bad_json():
     assert result.correct == (True, False) and len(judge.calls) == 3 and result.extra["attempts"] == 3
 
 
+async def test_judge_reports_no_verdict_after_its_retries():
+    with FakeJudge(["garbage", "garbage"]) as judge:
+        backend = LLMJudgeBackend(judge.url, "m", timeout_s=5, retries=1, backoff_s=0.01)
+        with pytest.raises(JudgeError, match=r"\[no_verdict\] after 2 attempts") as info:
+            await backend.label(_query())
+        await backend.aclose()
+    assert info.value.status == "no_verdict" and info.value.replies == ("not json", "not json")
+    first, retry = judge.calls  # the retry reminds the judge of the format and samples afresh
+    assert first["temperature"] == 0.0 and "seed" not in first
+    assert retry["temperature"] == 0.7 and retry["seed"] == 1
+    assert retry["messages"][:-1] == first["messages"][:-1]
+    assert retry["messages"][-1]["content"].startswith(first["messages"][-1]["content"])
+    assert "not a valid verdict" in retry["messages"][-1]["content"]
+
+
 async def test_judge_gives_up_within_its_bounds():
     with FakeJudge(["slow", "slow", "slow"], slow_s=1.5) as judge:
         backend = LLMJudgeBackend(judge.url, "m", timeout_s=0.3, retries=1, backoff_s=0.01)
         start = time.monotonic()
-        with pytest.raises(BackendError, match="2 attempts"):
+        with pytest.raises(BackendError, match="2 attempts") as info:
             await backend.label(_query())
+        assert isinstance(info.value, JudgeError) and info.value.status == "timeout"
         assert time.monotonic() - start < 0.3 * 2 + 0.5
         await backend.aclose()
     with FakeJudge(["400"]) as judge:
         backend = LLMJudgeBackend(judge.url, "m", timeout_s=5, retries=3, backoff_s=0.01)
-        with pytest.raises(BackendError, match="refused"):
+        with pytest.raises(BackendError, match="refused") as info:
             await backend.label(_query())
+        assert isinstance(info.value, JudgeError) and info.value.status == "refused"
         assert len(judge.calls) == 1  # a client error is not retried
         await backend.aclose()
 
