@@ -11,7 +11,6 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from typing import Any
@@ -83,7 +82,7 @@ class CoActFeedbackMixin:
             weights = [float(i.get("coact_pair_weight", 0.0)) for i in infos if i.get("coact_route") == "feedback"]
             metrics["feedback/batch_rows"] = float(len(weights))
         if self._pool_folder is not None:  # type: ignore[attr-defined]  # this step saved a checkpoint
-            self._save_feedback(os.path.join(self._pool_folder, QUEUE_FILE))  # type: ignore[attr-defined]
+            self.feedback.save(os.path.join(self._pool_folder, QUEUE_FILE))  # type: ignore[attr-defined]
         super()._after_batch(infos, extra_infos, metrics)  # type: ignore[misc]
 
     def _read_pairs(self) -> dict[str, float]:
@@ -101,20 +100,11 @@ class CoActFeedbackMixin:
                 break
         return {"feedback/read": float(added)}
 
-    def _save_feedback(self, path: str) -> None:
-        tmp = f"{path}.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(self.feedback.state_dict(), handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-
     def _load_checkpoint(self) -> None:
         super()._load_checkpoint()  # type: ignore[misc]
         path = os.path.join(self._step_folder(), QUEUE_FILE)  # type: ignore[attr-defined]
         if self.global_steps > 0 and os.path.exists(path):  # type: ignore[attr-defined]
-            with open(path, encoding="utf-8") as handle:
-                self.feedback.load_state_dict(json.load(handle))
+            self._feedback = FeedbackQueue.load(path)
 
     def _injected_rows(self, size: int) -> list[dict]:
         # verl may fetch a step's prompts in several dataloader chunks: the cap counts per training step

@@ -10,9 +10,13 @@ checkpoint, so a resumed run neither loses nor repeats a pair.
 
 from __future__ import annotations
 
+import json
 from collections import deque
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
+
+from coact_verl.pool.pool import write_json_atomic
 
 #: ``data_source`` and agent-loop name of feedback rows.
 FEEDBACK_SOURCE = "coact/feedback"
@@ -92,6 +96,17 @@ class FeedbackQueue:
 
     def state_dict(self) -> dict[str, Any]:
         return {"cursor": self.cursor, "received": self.received, "served": self.served, "pairs": list(self._pairs)}
+
+    def save(self, path: str | Path) -> Path:
+        """Write the state as JSON atomically (as the prompt pool is)."""
+        return write_json_atomic(path, self.state_dict())
+
+    @classmethod
+    def load(cls, path: str | Path) -> FeedbackQueue:
+        """A queue restored from a file written by :meth:`save`."""
+        queue = cls()
+        queue.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        return queue
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.cursor = int(state["cursor"])

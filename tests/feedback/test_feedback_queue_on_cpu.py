@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from coact_verl.adapters.dpo import pair_rows
@@ -58,12 +56,12 @@ def test_malformed_pairs_are_refused_whole(bad):
     assert len(queue) == 0 and queue.cursor == 0
 
 
-def test_checkpoint_round_trip_keeps_waiting_pairs():
+def test_checkpoint_round_trip_keeps_waiting_pairs(tmp_path):
     queue = FeedbackQueue()
     queue.extend([pair(1), pair(2), pair(3)], next_cursor=3)
     queue.take(1)
-    restored = FeedbackQueue()
-    restored.load_state_dict(json.loads(json.dumps(queue.state_dict())))
+    restored = FeedbackQueue.load(queue.save(tmp_path / "ckpt" / "coact_feedback.json"))
+    assert [p.name for p in (tmp_path / "ckpt").iterdir()] == ["coact_feedback.json"]  # no temporary left
     assert restored.state_dict() == queue.state_dict() and len(restored) == 2
     assert [r["extra_info"]["index"] for r in restored.take(9)] == [2, 3]
 
