@@ -21,6 +21,13 @@ def _optional_int(text: str) -> int | None:
     return None if text.lower() in ("none", "unbounded") else int(text)
 
 
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
 def _fraction(low: float, high: float, open_low: bool) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = float(text)
@@ -60,6 +67,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--judge-max-tokens", type=int, default=defaults.judge_max_tokens, help="judge completion length bound")
     add("--db-synchronous", default=defaults.db_synchronous, choices=("NORMAL", "FULL", "EXTRA"), help="SQLite sync")
     add("--db-threads", action="store_true", help="run SQLite calls in worker threads")
+    add(
+        "--commit-batch",
+        type=_positive_int,
+        default=defaults.commit_batch,
+        help="most queries per transaction (group commit; 1: a commit per query)",
+    )
     add(
         "--two-phase",
         action="store_true",
@@ -111,6 +124,7 @@ def settings_from_args(args: argparse.Namespace) -> OracleSettings:
         judge_max_tokens=args.judge_max_tokens,
         db_synchronous=args.db_synchronous,
         db_threads=args.db_threads,
+        commit_batch=args.commit_batch,
         lease_s=args.lease,
         two_phase=args.two_phase,
         fast_path=not args.no_fast_path,
@@ -147,13 +161,13 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         worker_settings = dataclasses.replace(settings, gold_path=None, budget_total=None, budget_per_step=None)
         os.environ[SETTINGS_ENV] = worker_settings.to_env()
-        app = "coact_verl.oracle.service.app:create_app_from_env"
+        app = "coact_verl.oracle.service.app:create_asgi_app_from_env"
         config = uvicorn.Config(app, factory=True, workers=args.workers, host=args.host, port=port, **common)
         Multiprocess(config, sockets=[sock]).run()
         return 0
-    from coact_verl.oracle.service.app import create_app
+    from coact_verl.oracle.service.app import create_asgi_app
 
-    server = uvicorn.Server(uvicorn.Config(create_app(settings), host=args.host, port=port, **common))
+    server = uvicorn.Server(uvicorn.Config(create_asgi_app(settings), host=args.host, port=port, **common))
     server.run(sockets=[sock])
     return 0 if server.started else 1
 

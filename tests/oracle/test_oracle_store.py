@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import threading
 
-from coact_verl.oracle.backends import Candidate, LabelQuery, LabelResult
+import pytest
+
+from coact_verl.oracle.backends import BackendError, Candidate, LabelQuery, LabelResult
 from coact_verl.oracle.service.db import Store
 
 
@@ -111,3 +113,36 @@ def test_annotator_tokens_are_hashed_and_leases_exclusive(tmp_path):
     assert store.finish(1, _label(), annotator_id=b) is None  # b does not hold h1
     assert store.finish(1, _label("human"), annotator_id=a).source == "human"
     assert store.next_task(b, 0).key == "h2"
+
+
+def test_reserve_many_is_reserve_in_order_in_one_transaction(tmp_path):
+    """A batch: duplicate keys charge once, the budget runs out mid-batch in order, a failing labeller leaves no
+    trace of its query, and the batch is one transaction."""
+    store = Store(str(tmp_path / "s.sqlite"))
+    store.put_gold({"p1": "1"})
+    store.set_budget(3)
+
+    def labeller(query):
+        if query.key == "bad":
+            raise RuntimeError("judge down")
+        return _label()
+
+    batch = [_q("a"), _q("a"), _q("bad"), _q("b"), _q("nogold", "p9"), _q("c"), _q("d")]
+    out = store.reserve_many(batch, needs_gold=True, initial="labeling", labeller=labeller)
+    assert [getattr(r, "status", "error") for r in out] == [
+        "labeled", "labeled", "error", "labeled", "no_gold", "labeled", "over_budget",
+    ]  # fmt: skip
+    assert isinstance(out[2], BackendError) and "judge down" in str(out[2])
+    assert [r.fresh for r in out if not isinstance(r, BackendError)] == [True, False, True, False, True, False]
+    assert out[1].query.query_id == out[0].query.query_id and out[1].label == _label()
+    assert [r.budget.spent for r in (out[0], out[3], out[5], out[6])] == [1, 2, 3, 3]
+    assert store.budget().spent == 3 and store.status(out[0].query.query_id) == "labeled"
+    keys = [row[0] for row in store.conn.execute("SELECT key FROM queries ORDER BY id")]
+    assert keys == ["a", "b", "nogold", "c", "d"]  # "bad" was never written
+    # One transaction: a query that cannot be stored (a lone surrogate is not UTF-8) rolls the whole batch back.
+    store.set_budget(10)
+    unstorable = LabelQuery(0, "f", "p1", "\ud800", "gsm8k", 0, _q("f").candidates)
+    with pytest.raises(UnicodeEncodeError):
+        store.reserve_many([_q("e"), unstorable], needs_gold=True, initial="labeling", labeller=labeller)
+    assert store.conn.execute("SELECT COUNT(*) FROM queries WHERE key IN ('e', 'f')").fetchone()[0] == 0
+    assert store.budget().spent == 3

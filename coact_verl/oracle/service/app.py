@@ -46,7 +46,9 @@ def create_app(settings: OracleSettings) -> FastAPI:
         store = Store(settings.db_path, synchronous=settings.db_synchronous)
         apply_start_settings(store, settings)
         backend = make_backend(settings)
-        core = OracleCore(store, backend, db_threads=settings.db_threads, lease_s=settings.lease_s)
+        core = OracleCore(
+            store, backend, db_threads=settings.db_threads, lease_s=settings.lease_s, commit_batch=settings.commit_batch
+        )
         app.state.settings, app.state.store, app.state.core = settings, store, core
         app.state.auth = TokenAuth(store, settings.admin_token, settings.trainer_token)
         app.state.quality = AnnotatorQuality(settings.vote_mu)
@@ -75,8 +77,6 @@ def create_app(settings: OracleSettings) -> FastAPI:
     for module in (health, queries, budget, admin, tasks, feedback, annotate):
         app.include_router(module.router)
     _declare_bearer_auth(app)
-    if settings.fast_path:
-        app.add_middleware(QueriesFastPath)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def database_busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
@@ -109,6 +109,13 @@ def _declare_bearer_auth(app: FastAPI) -> None:
     app.openapi = openapi  # type: ignore[method-assign]
 
 
-def create_app_from_env() -> FastAPI:
+def create_asgi_app(settings: OracleSettings) -> Any:
+    """What uvicorn serves: the FastAPI app, behind the lean path for trainer queries when ``settings.fast_path``
+    (outermost, so that the hot endpoint skips FastAPI's middleware stack and per-request checks)."""
+    app = create_app(settings)
+    return QueriesFastPath(app) if settings.fast_path else app
+
+
+def create_asgi_app_from_env() -> Any:
     """Factory for worker processes: settings come from ``$COACT_ORACLE_SETTINGS``."""
-    return create_app(OracleSettings.from_env())
+    return create_asgi_app(OracleSettings.from_env())

@@ -11,6 +11,7 @@ from typing import Any, TypeVar
 
 from coact_verl.oracle.backends import Backend, BackendError, Candidate, LabelQuery, LabelResult
 from coact_verl.oracle.service.db import Budget, Reservation, Store, check_label
+from coact_verl.oracle.service.group_commit import GroupCommit
 from coact_verl.oracle.service.schemas import BudgetOut, LabelOut, QueryIn, QueryOut
 
 log = logging.getLogger("coact_verl.oracle")
@@ -33,14 +34,29 @@ class OracleCore:
     Args:
         store: the SQLite store.
         backend: the labeller.
-        db_threads: run store calls in worker threads (else inline on the event loop: each is a short transaction).
+        db_threads: run store calls in worker threads (else inline on the event loop: short transactions).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
+        commit_batch: most query reservations written in one transaction (see :class:`GroupCommit`).
     """
 
-    def __init__(self, store: Store, backend: Backend, db_threads: bool = False, lease_s: float = 600.0) -> None:
+    def __init__(
+        self,
+        store: Store,
+        backend: Backend,
+        db_threads: bool = False,
+        lease_s: float = 600.0,
+        commit_batch: int = 256,
+    ) -> None:
         self.store, self.backend, self._threads, self.lease_s = store, backend, db_threads, lease_s
         self._background: set[asyncio.Task[Any]] = set()
         self._inflight: dict[int, asyncio.Future[LabelResult | None]] = {}
+        # Fast synchronous backends label inside the charging transaction (one write per batch of queries).
+        labeller = getattr(backend, "label_now", None) if getattr(backend, "inline", False) else None
+        initial = "labeling" if backend.automatic else "pending"
+        reserve_many = functools.partial(
+            store.reserve_many, needs_gold=backend.needs_gold, initial=initial, labeller=labeller
+        )
+        self._reservations = GroupCommit(reserve_many, self.db, commit_batch)
 
     async def db(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a store call inline or in a worker thread."""
@@ -59,14 +75,9 @@ class OracleCore:
             step=body.step,
             candidates=tuple(Candidate(c.answer, c.response, c.votes) for c in body.candidates),
         )
-        initial = "labeling" if self.backend.automatic else "pending"
-        # Fast synchronous backends label inside the charging transaction (one write per query).
-        labeller = getattr(self.backend, "label_now", None) if getattr(self.backend, "inline", False) else None
         for _ in range(3):
             try:
-                res = await self.db(
-                    self.store.reserve, query, needs_gold=self.backend.needs_gold, initial=initial, labeller=labeller
-                )
+                res = await self._reservations.reserve(query)
             except BackendError as exc:  # the transaction rolled back: nothing charged, nothing stored
                 log.warning("labelling %s failed: %s", query.key, exc)
                 return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(self.store.budget()))

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -148,51 +147,87 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         (an exception from it rolls everything back and is raised as :class:`BackendError`).
         """
         with self._tx() as conn:
-            total, per_step, spent, row_id, row_status, gold = conn.execute(
-                _LOOKUP, (query.prompt_id, query.key)
-            ).fetchone()
-            budget = Budget(total, per_step, spent)
-            if row_status in _CHARGED:
-                label = self._label(conn, row_id) if row_status == "labeled" else None
-                return Reservation(self._query(conn, row_id), row_status, False, label, budget)
-            if needs_gold and gold is None:
-                status = "no_gold"
-            elif total is not None and spent >= total:
-                status = "over_budget"
-            elif per_step is not None and self._step_spent(conn, query.step) >= per_step:
-                status = "over_budget"
-            else:
-                status = initial
-            charged = status == initial
-            stored = dataclasses.replace(query, query_id=row_id or 0, candidates=tuple(query.candidates), gold=gold)
-            label = None
-            if charged and labeller is not None:
+            return self._reserve(conn, query, needs_gold, initial, labeller)
+
+    def reserve_many(
+        self,
+        queries: Sequence[LabelQuery],
+        *,
+        needs_gold: bool,
+        initial: str,
+        labeller: Callable[[LabelQuery], LabelResult] | None = None,
+    ) -> list[Reservation | BackendError]:
+        """:meth:`reserve` for several queries in one transaction (one commit), in order.
+
+        A query whose ``labeller`` fails gets its :class:`BackendError` in the result list and leaves no trace:
+        the labeller runs before that query writes anything. Any other error rolls the whole batch back.
+        """
+        out: list[Reservation | BackendError] = []
+        with self._tx() as conn:
+            for query in queries:
                 try:
-                    label = labeller(stored)
-                    check_label(label, stored)
-                except Exception as exc:  # noqa: BLE001 - reported as the backend's failure; the rollback undoes all
-                    raise BackendError(f"{type(exc).__name__}: {exc}") from exc
-                status = "labeled"
-            cands = json.dumps([[c.answer, c.response, c.votes] for c in query.candidates])
-            values = (query.prompt_id, query.prompt, query.task, query.step, cands, status, int(charged))
-            if row_id is None:
-                row_id = conn.execute(
-                    "INSERT INTO queries (prompt_id, prompt, task, step, candidates, status, charged, key, created_at)"
-                    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (*values, query.key, time.time()),
-                ).lastrowid
-            else:
-                conn.execute(
-                    "UPDATE queries SET prompt_id = ?, prompt = ?, task = ?, step = ?, candidates = ?, status = ?,"
-                    " charged = ? WHERE id = ?",
-                    (*values, row_id),
-                )
-            if charged:
-                self._charge(conn, query.step, +1, per_step is not None)
-                budget = Budget(total, per_step, spent + 1)
-            if label is not None:
-                self._insert_label(conn, row_id, label)
-            return Reservation(dataclasses.replace(stored, query_id=row_id), status, charged, label, budget)
+                    out.append(self._reserve(conn, query, needs_gold, initial, labeller))
+                except BackendError as exc:
+                    out.append(exc)
+        return out
+
+    def _reserve(
+        self,
+        conn: sqlite3.Connection,
+        query: LabelQuery,
+        needs_gold: bool,
+        initial: str,
+        labeller: Callable[[LabelQuery], LabelResult] | None,
+    ) -> Reservation:
+        """One query of :meth:`reserve`, inside the caller's transaction."""
+        total, per_step, spent, row_id, row_status, gold = conn.execute(
+            _LOOKUP, (query.prompt_id, query.key)
+        ).fetchone()
+        budget = Budget(total, per_step, spent)
+        if row_status in _CHARGED:
+            label = self._label(conn, row_id) if row_status == "labeled" else None
+            return Reservation(self._query(conn, row_id), row_status, False, label, budget)
+        if needs_gold and gold is None:
+            status = "no_gold"
+        elif total is not None and spent >= total:
+            status = "over_budget"
+        elif per_step is not None and self._step_spent(conn, query.step) >= per_step:
+            status = "over_budget"
+        else:
+            status = initial
+        charged = status == initial
+        cands = tuple(query.candidates)
+        stored = LabelQuery(row_id or 0, query.key, query.prompt_id, query.prompt, query.task, query.step, cands, gold)
+        label = None
+        if charged and labeller is not None:
+            try:
+                label = labeller(stored)
+                check_label(label, stored)
+            except Exception as exc:  # noqa: BLE001 - the backend's failure; this query has written nothing yet
+                raise BackendError(f"{type(exc).__name__}: {exc}") from exc
+            status = "labeled"
+        cands_json = json.dumps([[c.answer, c.response, c.votes] for c in cands])
+        values = (query.prompt_id, query.prompt, query.task, query.step, cands_json, status, int(charged))
+        if row_id is None:
+            row_id = conn.execute(
+                "INSERT INTO queries (prompt_id, prompt, task, step, candidates, status, charged, key, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (*values, query.key, time.time()),
+            ).lastrowid
+        else:
+            conn.execute(
+                "UPDATE queries SET prompt_id = ?, prompt = ?, task = ?, step = ?, candidates = ?, status = ?,"
+                " charged = ? WHERE id = ?",
+                (*values, row_id),
+            )
+        if charged:
+            self._charge(conn, query.step, +1, per_step is not None)
+            budget = Budget(total, per_step, spent + 1)
+        if label is not None:
+            self._insert_label(conn, row_id, label)
+        if stored.query_id != row_id:
+            stored = LabelQuery(row_id, query.key, query.prompt_id, query.prompt, query.task, query.step, cands, gold)
+        return Reservation(stored, status, charged, label, budget)
 
     @staticmethod
     def _step_spent(conn: sqlite3.Connection, step: int) -> int:

@@ -22,7 +22,7 @@ MAX_FAST_BODY = 1 << 20  # larger bodies take the FastAPI route (and its body li
 
 
 class QueriesFastPath:
-    """ASGI middleware, added with ``app.add_middleware`` (``scope["app"]`` is then the FastAPI application)."""
+    """ASGI wrapper of the oracle's FastAPI ``app`` (whose ``state`` holds the auth and the core once started)."""
 
     def __init__(self, app: Any) -> None:
         self.app = app
@@ -50,7 +50,7 @@ class QueriesFastPath:
         await self.app(scope, _replay(body, more, receive), send)
 
     async def _serve(self, scope: dict[str, Any], body: bytes) -> bytes | None:
-        state = scope["app"].state if "app" in scope else None
+        state = self.app.state
         auth = getattr(state, "auth", None)
         if auth is None:
             return None

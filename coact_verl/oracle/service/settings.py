@@ -38,6 +38,7 @@ class OracleSettings:
         judge_max_tokens: completion length bound of one judge request, in tokens.
         db_synchronous: SQLite ``synchronous`` pragma (``NORMAL`` survives process kills; ``FULL`` power loss too).
         db_threads: run SQLite calls in worker threads instead of on the event loop.
+        commit_batch: most queries that share one transaction (group commit; 1 commits each query on its own).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
         two_phase: always charge and label in two transactions, checking answers in a worker thread (the default
             does both in one transaction when the equivalence is the cheap ``exact`` or a custom function).
@@ -69,6 +70,7 @@ class OracleSettings:
     judge_max_tokens: int = 1024
     db_synchronous: str = "NORMAL"
     db_threads: bool = False
+    commit_batch: int = 256
     lease_s: float = 600.0
     two_phase: bool = False
     fast_path: bool = True
