@@ -26,7 +26,7 @@ class Connections:
         path: str,
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 30.0,
-        checkpoint_every_s: float | None = 1.0,
+        checkpoint_every_s: float | None = 0.25,
     ) -> None:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"bad synchronous mode {synchronous!r}")
@@ -36,7 +36,9 @@ class Connections:
         self._all: list[tuple[sqlite3.Connection, int]] = []
         self._lock = threading.Lock()
         self.conn.execute("SELECT 1")  # creates the file in WAL mode before the checkpointer opens it
-        self._checkpointer = Checkpointer(path, checkpoint_every_s) if checkpoint_every_s else None
+        self._checkpointer = (
+            Checkpointer(path, checkpoint_every_s, lock_path=f"{path}-lock") if checkpoint_every_s else None
+        )
 
     @property
     def conn(self) -> sqlite3.Connection:

@@ -90,7 +90,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         path: str,
         synchronous: str = "NORMAL",
         busy_timeout_s: float = 30.0,
-        checkpoint_every_s: float | None = 1.0,
+        checkpoint_every_s: float | None = 0.25,
     ) -> None:
         super().__init__(path, synchronous, busy_timeout_s, checkpoint_every_s)
         self.conn.executescript(_SCHEMA)
