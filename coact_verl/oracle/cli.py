@@ -144,7 +144,8 @@ def serve(args: argparse.Namespace) -> int:
     sock.bind((args.host, args.port))
     port = sock.getsockname()[1]
     common = {"log_level": args.log_level, "access_log": args.access_log, "timeout_graceful_shutdown": 5}
-    common.update(http=args.http, loop=args.loop)
+    # No client addresses are used (tokens identify callers): skip proxy-header rewriting and the server banner.
+    common.update(http=args.http, loop=args.loop, proxy_headers=False, server_header=False)
     if args.port_file:  # written only after binding, atomically
         tmp = Path(f"{args.port_file}.tmp")
         tmp.write_text(str(port))
