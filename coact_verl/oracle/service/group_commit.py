@@ -52,13 +52,15 @@ class GroupCommit:
                 batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch :]
                 try:
                     results = await self._run(self._reserve_many, [query for query, _ in batch])
-                except BaseException as exc:  # rolled back: nothing of the batch is stored, every caller hears why
+                except Exception as exc:  # rolled back: nothing of the batch is stored, every caller hears why
                     for _, future in batch:
                         if not future.done():
                             future.set_exception(exc)
-                    if not isinstance(exc, Exception):
-                        raise
                     continue
+                except BaseException:  # cancelled (shutdown): the callers are too; keys are idempotent on retry
+                    for _, future in batch:
+                        future.cancel()
+                    raise
                 for (_, future), result in zip(batch, results, strict=True):
                     if not future.done():  # a caller that went away leaves a stored, idempotent reservation
                         future.set_result(result)

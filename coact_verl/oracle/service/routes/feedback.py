@@ -16,7 +16,9 @@ Annotators see only their own stored votes and edits, never an η̂.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Hashable
+from typing import TypeVar
 
 from fastapi import APIRouter, Depends, Query, Request
 
@@ -40,6 +42,7 @@ from coact_verl.oracle.service.quality import AnnotatorQuality
 from coact_verl.oracle.service.schemas import MAX_INT
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
+_Out = TypeVar("_Out", VoteOut, EditOut)
 
 
 def _vote(body: VoteIn) -> tuple[str, VoteRecord]:
@@ -48,20 +51,12 @@ def _vote(body: VoteIn) -> tuple[str, VoteRecord]:
     return body.key, VoteRecord(id=0, annotator=None, **fields)
 
 
-def _vote_out(stored: StoredFeedback) -> VoteOut:
-    vote = stored.record
-    assert isinstance(vote, VoteRecord)
-    return VoteOut(
-        id=vote.id,
-        key=stored.key,
-        created=stored.created,
-        prompt_id=vote.prompt_id,
-        task=vote.task,
-        stronger=vote.stronger,
-        picked=vote.picked,
-        better=vote.better,
-        created_at=stored.created_at,
-    )
+def _stored_out(model: type[_Out], stored: StoredFeedback) -> _Out:
+    """API form of a stored vote or edit: the record's fields that ``model`` declares (texts are not echoed), with
+    the key and whether this request created it."""
+    fields = {f.name: getattr(stored.record, f.name) for f in dataclasses.fields(stored.record)}
+    fields.update(key=stored.key, created=stored.created, created_at=stored.created_at)
+    return model(**{name: fields[name] for name in model.model_fields})
 
 
 @router.post("/votes", response_model=VoteOut)
@@ -69,7 +64,7 @@ async def create_vote(body: VoteIn, request: Request, who: Principal = Depends(r
     """Store the caller's comparison vote, once per key."""
     core: OracleCore = request.app.state.core
     stored = await core.db(core.store.put_votes, who.annotator_id, [_vote(body)])
-    return _vote_out(stored[0])
+    return _stored_out(VoteOut, stored[0])
 
 
 @router.post("/votes/batch", response_model=VotesOut)
@@ -77,7 +72,7 @@ async def create_votes(body: VotesIn, request: Request, who: Principal = Depends
     """Store up to 1000 votes of the caller in one transaction, once per key."""
     core: OracleCore = request.app.state.core
     stored = await core.db(core.store.put_votes, who.annotator_id, [_vote(v) for v in body.votes])
-    return VotesOut(votes=[_vote_out(s) for s in stored], created=sum(s.created for s in stored))
+    return VotesOut(votes=[_stored_out(VoteOut, s) for s in stored], created=sum(s.created for s in stored))
 
 
 @router.post("/edits", response_model=EditOut)
@@ -86,15 +81,7 @@ async def create_edit(body: EditIn, request: Request, who: Principal = Depends(r
     core: OracleCore = request.app.state.core
     edit = EditRecord(0, None, body.prompt_id, body.prompt, body.task, body.original, body.edited)
     stored = await core.db(core.store.put_edit, who.annotator_id, body.key, edit)
-    record = stored.record
-    return EditOut(
-        id=record.id,
-        key=stored.key,
-        created=stored.created,
-        prompt_id=record.prompt_id,
-        task=record.task,
-        created_at=stored.created_at,
-    )
+    return _stored_out(EditOut, stored)
 
 
 @router.get("/feedback/pairs", response_model=PairsOut)
