@@ -43,6 +43,9 @@ SETTINGS = {
     FLOOR: [],
     "inline": [],
     "commit-per-query": ["--commit-batch", "1"],
+    # the service's default equivalence (canonical forms, math-verify when needed): answers checked in a thread,
+    # charge and label in two transactions
+    "consistency": ["--equivalence", "consistency"],
     "inline-no-fast-path": ["--no-fast-path"],
     "inline-sync-full": ["--db-synchronous", "FULL"],
     "db-threads": ["--db-threads"],

@@ -169,3 +169,15 @@ def test_background_checkpoints_keep_the_wal_small_under_steady_writes(tmp_path)
     reopened = Store(str(path), checkpoint_every_s=None)
     assert reopened.budget().spent == commits
     reopened.close()
+
+
+def test_finish_many_is_finish_in_order_in_one_transaction(tmp_path):
+    store = Store(str(tmp_path / "s.sqlite"))
+    ids = [store.reserve(_q(f"k{i}"), needs_gold=False, initial="labeling").query.query_id for i in range(3)]
+    store.fail(ids[2])  # refunded: takes no label
+    done = store.finish_many(
+        [(ids[0], _label()), (ids[1], _label("judge")), (ids[0], _label("late")), (ids[2], _label())]
+    )
+    assert [d.source if d else None for d in done] == ["gold", "judge", "gold", None]  # the first label wins
+    assert [store.status(i) for i in ids] == ["labeled", "labeled", "failed"]
+    assert [r["key"] for r in store.labels_since(0, 10)] == ["k0", "k1"]

@@ -56,7 +56,11 @@ class OracleCore:
         reserve_many = functools.partial(
             store.reserve_many, needs_gold=backend.needs_gold, initial=initial, labeller=labeller
         )
-        self._reservations = GroupCommit(reserve_many, self.db, commit_batch)
+        self._reservations: GroupCommit[LabelQuery, Reservation] = GroupCommit(reserve_many, self.db, commit_batch)
+        # Labels from backends that answer outside the charging transaction are stored in batches too.
+        self._labels: GroupCommit[tuple[int, LabelResult], LabelResult | None] = GroupCommit(
+            store.finish_many, self.db, commit_batch
+        )
 
     async def db(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
         """Run a store call inline or in a worker thread."""
@@ -77,7 +81,7 @@ class OracleCore:
         )
         for _ in range(3):
             try:
-                res = await self._reservations.reserve(query)
+                res = await self._reservations.submit(query)
             except BackendError as exc:  # the transaction rolled back: nothing charged, nothing stored
                 log.warning("labelling %s failed: %s", query.key, exc)
                 return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(self.store.budget()))
@@ -121,7 +125,7 @@ class OracleCore:
             log.warning("labelling query %s failed: %r", query.query_id, exc)
             await self.db(self.store.fail, query.query_id)
             return None
-        return await self.db(self.store.finish, query.query_id, result)
+        return await self._labels.submit((query.query_id, result))
 
     async def recover(self) -> int:
         """Label queries charged before a crash but never labelled; returns how many were attempted."""

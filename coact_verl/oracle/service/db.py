@@ -274,17 +274,27 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         With ``annotator_id``, the annotator must hold the query's lease.
         """
         with self._tx() as conn:
-            existing = self._label(conn, query_id)
-            if existing is not None:
-                return existing
-            row = conn.execute("SELECT status FROM queries WHERE id = ?", (query_id,)).fetchone()
-            if row is None or row[0] not in ("labeling", "pending"):
-                return None
-            if annotator_id is not None and not self.holds_lease(conn, query_id, annotator_id):
-                return None
-            self._insert_label(conn, query_id, result)
-            conn.execute("UPDATE queries SET status = 'labeled' WHERE id = ?", (query_id,))
-            return result
+            return self._finish(conn, query_id, result, annotator_id)
+
+    def finish_many(self, labels: Sequence[tuple[int, LabelResult]]) -> list[LabelResult | None]:
+        """:meth:`finish` for several ``(query_id, label)`` pairs in one transaction, in order."""
+        with self._tx() as conn:
+            return [self._finish(conn, query_id, result, None) for query_id, result in labels]
+
+    def _finish(
+        self, conn: sqlite3.Connection, query_id: int, result: LabelResult, annotator_id: int | None
+    ) -> LabelResult | None:
+        existing = self._label(conn, query_id)
+        if existing is not None:
+            return existing
+        row = conn.execute("SELECT status FROM queries WHERE id = ?", (query_id,)).fetchone()
+        if row is None or row[0] not in ("labeling", "pending"):
+            return None
+        if annotator_id is not None and not self.holds_lease(conn, query_id, annotator_id):
+            return None
+        self._insert_label(conn, query_id, result)
+        conn.execute("UPDATE queries SET status = 'labeled' WHERE id = ?", (query_id,))
+        return result
 
     def fail(self, query_id: int) -> None:
         """Refund a query whose automatic labelling failed; the same key may be sent again."""
