@@ -176,6 +176,28 @@ class AnswerClusterer:
             finally:
                 self._forget_call()
 
+    def same_many_now(
+        self, pairs: Sequence[tuple[str | None, str | None]], task: str | None = None
+    ) -> list[bool | None] | None:
+        """:meth:`same_many` decided in-process (canonical forms, numbers, cached parses and verdicts): ``None``
+        for a pair that needs the math-verify pool. Never waits: returns ``None`` outright while another thread
+        holds the clusterer (e.g. during a pool round-trip), so an event loop may call it."""
+        task = self._task(task)
+        if not self._lock.acquire(blocking=False):
+            return None
+        try:
+            out: list[bool | None] = []
+            for a, b in pairs:
+                if a is None or b is None:
+                    out.append(False)
+                    continue
+                decided = self._decide(self.canonical(a, task), self.canonical(b, task), task)
+                out.append(None if isinstance(decided, _Need) else decided)
+            return out
+        finally:
+            self._forget_call()
+            self._lock.release()
+
     def _same_many(self, pairs: Sequence[tuple[str | None, str | None]], task: str) -> list[bool]:
         forms = [
             (self.canonical(a, task), self.canonical(b, task)) if a is not None and b is not None else None

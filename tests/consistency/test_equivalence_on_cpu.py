@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 
 import pytest
@@ -157,3 +158,27 @@ def test_a_hanging_math_verify_call_is_killed_and_the_pool_keeps_working():
         assert not c.same("9^{9^{9^{9}}}", "3")  # the failure is cached: no second timeout
         assert c.stats()["pool_timeouts"] == stats["pool_timeouts"]
         assert c.same("2\\sqrt{3}", "\\sqrt{12}")  # the replacement worker answers
+
+
+def test_same_many_now_decides_in_process_and_never_waits():
+    """What canonical forms and numbers settle comes back at once; what needs math-verify comes back ``None``;
+    and a clusterer busy in another thread (a pool round-trip) is not waited for."""
+    clusterer = AnswerClusterer()
+    pairs = [("42", "42.0"), ("1,000", "1000"), ("42", "41"), (None, "1"), ("x^2+2x+1", "(x+1)^2")]
+    assert clusterer.same_many_now(pairs, "gsm8k") == [True, True, False, False, None]
+    held, release = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        with clusterer._lock:
+            held.set()
+            release.wait(10)
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    assert held.wait(10)
+    start = time.monotonic()
+    assert clusterer.same_many_now(pairs[:1], "gsm8k") is None and time.monotonic() - start < 0.1
+    release.set()
+    holder.join()
+    assert clusterer.same_many_now(pairs[:1], "gsm8k") == [True]
+    clusterer.close()

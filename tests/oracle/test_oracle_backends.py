@@ -58,6 +58,18 @@ async def test_gold_backend_extracts_missing_answers_when_given_an_extractor():
     assert (await backend.label(_query([None]))).correct == (True,)
 
 
+async def test_default_gold_backend_decides_what_it_can_in_process_and_leaves_the_rest_to_math_verify():
+    backend = GoldBackend()  # the default equivalence: canonical forms and numbers here, math-verify in a pool
+    assert backend.inline  # labels inside the charging transaction when it can
+    numbers = backend.label_now(_query(["42.0", "$42", "41"]))
+    assert numbers is not None and numbers.correct == (True, True, False)
+    symbolic = _query(["(x+1)^2", "x^2+2x+2"], gold="x^2+2x+1")
+    assert backend.label_now(symbolic) is None  # needs math-verify: not decided on the caller's thread
+    assert (await backend.label(symbolic)).correct == (True, False)  # the pool decides it, in a worker thread
+    assert not GoldBackend(offload=True).inline  # two-phase: every check after the charge
+    await backend.aclose()
+
+
 async def test_gold_backend_needs_gold():
     with pytest.raises(ValueError):
         await GoldBackend(equivalent=exact_or_numeric).label(_query(["1"], gold=None))

@@ -37,12 +37,18 @@ class _Clusterer:
         self._lock = threading.Lock()
 
     def same_many(self, pairs: list[tuple[str, str]], task: str) -> list[bool]:
+        return self._get().same_many(pairs, task)
+
+    def same_many_now(self, pairs: list[tuple[str, str]], task: str) -> list[bool | None] | None:
+        return self._get().same_many_now(pairs, task)
+
+    def _get(self) -> Any:
         with self._lock:
             if self._clusterer is None:
                 from coact_verl.consistency import AnswerClusterer
 
                 self._clusterer = AnswerClusterer()
-        return self._clusterer.same_many(pairs, task)
+            return self._clusterer
 
     def close(self) -> None:
         with self._lock:
@@ -64,8 +70,9 @@ class GoldBackend:
             ``coact_verl.consistency.AnswerClusterer`` (canonical forms, then math-verify in a process pool).
         extract: ``extract(response, task) -> answer | None`` for candidates sent without an answer;
             ``None`` uses ``coact_verl.consistency.extract_answer`` with the default equivalence, else no extraction.
-        offload: run the checks in a worker thread (default: only for the default, possibly slow, equivalence).
-            A backend that does not offload is ``inline``: the service labels inside the charging transaction.
+        offload: ``True`` always checks in a worker thread, after the charge; ``False`` never; ``None`` (default)
+            checks inside the charging transaction what can be decided in-process (any given equivalence; the
+            default one's canonical forms and numbers) and in a worker thread only answers that need math-verify.
     """
 
     name = "gold"
@@ -82,21 +89,34 @@ class GoldBackend:
         self._clusterer = _Clusterer() if equivalent is None else None
         self._extract = extract if extract is not None else (_default_extract if equivalent is None else None)
         self._offload = equivalent is None if offload is None else offload
-        self.inline = not self._offload
+        self.inline = not offload if offload is not None else True
 
     def verify(self, candidates: list[Candidate] | tuple[Candidate, ...], gold: str, task: str) -> tuple[bool, ...]:
         """Per-candidate correctness against ``gold`` (a candidate with no answer is incorrect)."""
+        verdicts = self._verify(candidates, gold, task, now=False)
+        assert verdicts is not None
+        return verdicts
+
+    def _verify(
+        self, candidates: list[Candidate] | tuple[Candidate, ...], gold: str, task: str, now: bool
+    ) -> tuple[bool, ...] | None:
+        """:meth:`verify`; with ``now``, ``None`` unless the default equivalence decides every answer in-process."""
         extract = self._extract
         answers = [
             c.answer if c.answer is not None or extract is None else extract(c.response, task) for c in candidates
         ]
         distinct = sorted({a for a in answers if a is not None})
+        pairs = [(gold, a) for a in distinct]
         if self._fixed is not None:
-            verdicts = [bool(self._fixed(gold, a)) for a in distinct]
+            verdicts: list[bool] | list[bool | None] | None = [bool(self._fixed(gold, a)) for a in distinct]
+        elif now:
+            verdicts = self._clusterer.same_many_now(pairs, task)  # type: ignore[union-attr]
+            if verdicts is None or None in verdicts:
+                return None
         else:
-            verdicts = self._clusterer.same_many([(gold, a) for a in distinct], task)  # type: ignore[union-attr]
-        same = dict(zip(distinct, verdicts, strict=True))
-        return tuple(a is not None and same[a] for a in answers)
+            verdicts = self._clusterer.same_many(pairs, task)  # type: ignore[union-attr]
+        same = dict(zip(distinct, verdicts, strict=True))  # type: ignore[arg-type]
+        return tuple(a is not None and bool(same[a]) for a in answers)
 
     async def truth(self, query: LabelQuery) -> tuple[bool, ...]:
         """Gold verdicts for ``query`` (which must carry ``gold``)."""
@@ -111,11 +131,13 @@ class GoldBackend:
         """Label by gold verification; the accepted answer is a candidate's, never the gold text itself."""
         return self._result(await self.truth(query), query)
 
-    def label_now(self, query: LabelQuery) -> LabelResult:
-        """Synchronous :meth:`label` (for ``inline`` use)."""
+    def label_now(self, query: LabelQuery) -> LabelResult | None:
+        """Synchronous :meth:`label` (for ``inline`` use); ``None`` when an answer needs math-verify's pool, which
+        only :meth:`label` waits for."""
         if query.gold is None:
             raise ValueError("gold backend needs a gold answer")
-        return self._result(self.verify(list(query.candidates), query.gold, query.task), query)
+        verdicts = self._verify(query.candidates, query.gold, query.task, now=True)
+        return None if verdicts is None else self._result(verdicts, query)
 
     def _result(self, correct: tuple[bool, ...], query: LabelQuery) -> LabelResult:
         return LabelResult(correct=correct, answer=accepted_answer(query.candidates, correct), source=self.name)

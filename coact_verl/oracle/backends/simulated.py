@@ -113,9 +113,10 @@ class SimulatedBackend:
         """Label with the noisy verdict of one pool annotator."""
         return self._noisy(await self._gold.truth(query), query)
 
-    def label_now(self, query: LabelQuery) -> LabelResult:
-        """Synchronous :meth:`label` (for ``inline`` use)."""
-        return self._noisy(self._gold.label_now(query).correct, query)
+    def label_now(self, query: LabelQuery) -> LabelResult | None:
+        """Synchronous :meth:`label` (for ``inline`` use); ``None`` when the truth needs math-verify's pool."""
+        truth = self._gold.label_now(query)
+        return None if truth is None else self._noisy(truth.correct, query)
 
     def _noisy(self, truth: tuple[bool, ...], query: LabelQuery) -> LabelResult:
         index, verdicts = self.pool.judge(query.key, truth)

@@ -144,7 +144,8 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         ``no_gold`` (needs gold, none stored), ``over_budget`` (total or per-step budget spent) or ``initial``
         (``labeling``/``pending``), the last one charging one label. A ``labeller`` (fast, synchronous) labels a
         charged query inside the same transaction: charge and label are then written together or not at all
-        (an exception from it rolls everything back and is raised as :class:`BackendError`).
+        (an exception from it rolls everything back and is raised as :class:`BackendError`); when it returns
+        ``None`` the query stays ``initial``, to be labelled later.
         """
         with self._tx() as conn:
             return self._reserve(conn, query, needs_gold, initial, labeller)
@@ -202,10 +203,12 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         if charged and labeller is not None:
             try:
                 label = labeller(stored)
-                check_label(label, stored)
+                if label is not None:
+                    check_label(label, stored)
             except Exception as exc:  # noqa: BLE001 - the backend's failure; this query has written nothing yet
                 raise BackendError(f"{type(exc).__name__}: {exc}") from exc
-            status = "labeled"
+            if label is not None:
+                status = "labeled"
         cands_json = json.dumps([[c.answer, c.response, c.votes] for c in cands])
         values = (query.prompt_id, query.prompt, query.task, query.step, cands_json, status, int(charged))
         if row_id is None:
