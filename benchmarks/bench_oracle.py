@@ -76,6 +76,7 @@ def _serve_floor(port_file: str) -> None:
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    sock.listen(2048)  # connections wait in the backlog until uvicorn serves: the port is usable once announced
     Path(f"{port_file}.tmp").write_text(str(sock.getsockname()[1]))
     Path(f"{port_file}.tmp").rename(port_file)
     uvicorn.Server(uvicorn.Config(floor_app, log_level="warning", access_log=False)).run(sockets=[sock])
@@ -90,7 +91,6 @@ def _start_floor(tmp: Path) -> tuple[str, subprocess.Popen[bytes]]:
             proc.kill()
             raise RuntimeError("baseline server did not start")
         time.sleep(0.05)
-    time.sleep(0.5)  # listening: uvicorn starts serving right after binding
     return f"http://127.0.0.1:{int(port_file.read_text())}", proc
 
 

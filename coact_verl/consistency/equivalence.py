@@ -186,23 +186,23 @@ class AnswerClusterer:
         if not self._lock.acquire(blocking=False):
             return None
         try:
-            out: list[bool | None] = []
-            for a, b in pairs:
-                if a is None or b is None:
-                    out.append(False)
-                    continue
-                decided = self._decide(self.canonical(a, task), self.canonical(b, task), task)
-                out.append(None if isinstance(decided, _Need) else decided)
-            return out
+            decided = [False if p is None else self._decide(p[0], p[1], task) for p in self._forms(pairs, task)]
+            return [None if isinstance(d, _Need) else d for d in decided]
         finally:
             self._forget_call()
             self._lock.release()
 
-    def _same_many(self, pairs: Sequence[tuple[str | None, str | None]], task: str) -> list[bool]:
-        forms = [
+    def _forms(
+        self, pairs: Sequence[tuple[str | None, str | None]], task: str
+    ) -> list[tuple[Canonical, Canonical] | None]:
+        """Canonical forms of each pair; ``None`` for a pair with a missing answer (equal to nothing)."""
+        return [
             (self.canonical(a, task), self.canonical(b, task)) if a is not None and b is not None else None
             for a, b in pairs
         ]
+
+    def _same_many(self, pairs: Sequence[tuple[str | None, str | None]], task: str) -> list[bool]:
+        forms = self._forms(pairs, task)
         while True:
             needs = [d for p in forms if p is not None and isinstance(d := self._decide(p[0], p[1], task), _Need)]
             if not needs:

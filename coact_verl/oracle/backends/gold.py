@@ -89,7 +89,7 @@ class GoldBackend:
         self._clusterer = _Clusterer() if equivalent is None else None
         self._extract = extract if extract is not None else (_default_extract if equivalent is None else None)
         self._offload = equivalent is None if offload is None else offload
-        self.inline = not offload if offload is not None else True
+        self.inline = offload is not True  # see ``offload``
 
     def verify(self, candidates: list[Candidate] | tuple[Candidate, ...], gold: str, task: str) -> tuple[bool, ...]:
         """Per-candidate correctness against ``gold`` (a candidate with no answer is incorrect)."""

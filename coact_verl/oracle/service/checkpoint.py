@@ -29,7 +29,7 @@ class Checkpointer:
 
     UNLOCKED_PASSES = 2
 
-    def __init__(self, path: str, interval_s: float = 1.0, lock_path: str | None = None) -> None:
+    def __init__(self, path: str, lock_path: str, interval_s: float = 1.0) -> None:
         self.path, self.interval_s, self.lock_path = path, interval_s, lock_path
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="oracle-wal-checkpoint", daemon=True)
@@ -37,7 +37,7 @@ class Checkpointer:
 
     def _run(self) -> None:
         conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600) if self.lock_path else None
+        lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
         try:
             conn.execute("PRAGMA busy_timeout = 1000")
             while not self._stop.wait(self.interval_s):
@@ -45,18 +45,16 @@ class Checkpointer:
             self._checkpoint(conn, "TRUNCATE")
         finally:
             conn.close()
-            if lock_fd is not None:
-                os.close(lock_fd)
+            os.close(lock_fd)
 
-    def _round(self, conn: sqlite3.Connection, lock_fd: int | None) -> None:
+    def _round(self, conn: sqlite3.Connection, lock_fd: int) -> None:
         for _ in range(self.UNLOCKED_PASSES):
             self._checkpoint(conn, "PASSIVE")
-        if lock_fd is not None:
-            fcntl.flock(lock_fd, fcntl.LOCK_EX)
-            try:
-                self._checkpoint(conn, "PASSIVE")
-            finally:
-                fcntl.flock(lock_fd, fcntl.LOCK_UN)
+        fcntl.flock(lock_fd, fcntl.LOCK_EX)
+        try:
+            self._checkpoint(conn, "PASSIVE")
+        finally:
+            fcntl.flock(lock_fd, fcntl.LOCK_UN)
 
     @staticmethod
     def _checkpoint(conn: sqlite3.Connection, mode: str) -> None:

@@ -31,14 +31,13 @@ class Connections:
         if synchronous.upper() not in ("OFF", "NORMAL", "FULL", "EXTRA"):
             raise ValueError(f"bad synchronous mode {synchronous!r}")
         self.path, self._sync, self._busy_ms = path, synchronous.upper(), int(busy_timeout_s * 1000)
+        self.lock_path = f"{path}-lock"  # the writers' lock (flock), shared with the checkpointer
         self._background_checkpoints = bool(checkpoint_every_s)
         self._local = threading.local()
         self._all: list[tuple[sqlite3.Connection, int]] = []
         self._lock = threading.Lock()
         self.conn.execute("SELECT 1")  # creates the file in WAL mode before the checkpointer opens it
-        self._checkpointer = (
-            Checkpointer(path, checkpoint_every_s, lock_path=f"{path}-lock") if checkpoint_every_s else None
-        )
+        self._checkpointer = Checkpointer(path, self.lock_path, checkpoint_every_s) if checkpoint_every_s else None
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -52,7 +51,7 @@ class Connections:
             conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT_BYTES}")
             if self._background_checkpoints:
                 conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
-            self._local.lock_fd = os.open(f"{self.path}-lock", os.O_RDWR | os.O_CREAT, 0o600)
+            self._local.lock_fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT, 0o600)
             self._local.conn = conn
             with self._lock:
                 self._all.append((conn, self._local.lock_fd))

@@ -36,7 +36,7 @@ class OracleCore:
         backend: the labeller.
         db_threads: run store calls in worker threads (else inline on the event loop: short transactions).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
-        commit_batch: most query reservations written in one transaction (see :class:`GroupCommit`).
+        commit_batch: most reservations, or labels, written in one transaction (see :class:`GroupCommit`).
     """
 
     def __init__(

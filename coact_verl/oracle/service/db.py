@@ -136,7 +136,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         *,
         needs_gold: bool,
         initial: str,
-        labeller: Callable[[LabelQuery], LabelResult] | None = None,
+        labeller: Callable[[LabelQuery], LabelResult | None] | None = None,
     ) -> Reservation:
         """Record ``query`` and charge the budget, atomically and at most once per key.
 
@@ -156,7 +156,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         *,
         needs_gold: bool,
         initial: str,
-        labeller: Callable[[LabelQuery], LabelResult] | None = None,
+        labeller: Callable[[LabelQuery], LabelResult | None] | None = None,
     ) -> list[Reservation | BackendError]:
         """:meth:`reserve` for several queries in one transaction (one commit), in order.
 
@@ -178,7 +178,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         query: LabelQuery,
         needs_gold: bool,
         initial: str,
-        labeller: Callable[[LabelQuery], LabelResult] | None,
+        labeller: Callable[[LabelQuery], LabelResult | None] | None,
     ) -> Reservation:
         """One query of :meth:`reserve`, inside the caller's transaction."""
         total, per_step, spent, row_id, row_status, gold = conn.execute(

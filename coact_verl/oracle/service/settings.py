@@ -41,7 +41,7 @@ class OracleSettings:
         commit_batch: most queries that share one transaction (group commit; 1 commits each query on its own).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
         two_phase: always charge and label in two transactions, checking answers in a worker thread (the default
-            does both in one transaction when the equivalence is the cheap ``exact`` or a custom function).
+            does both in one transaction whenever the answers are decided in-process, see ``GoldBackend``).
         fast_path: serve well-formed trainer queries through a lean ASGI path (see ``service/fast_path.py``).
         vote_mu: probability, in (0.5, 1], that the stronger model's response is the better one in a comparison
             vote; ``None`` estimates it from the votes (control votes make it identifiable).
