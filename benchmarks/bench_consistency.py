@@ -3,8 +3,10 @@
 Builds ``prompts x n`` responses from real GSM8K (test) and MATH-500 problems: each response is the reference
 solution's reasoning followed by a final answer that is either an equivalent rewrite of the gold answer
 (``0.5`` / ``\\frac{1}{2}`` / ``1/2``, ``\\dfrac``, ``x = 3``, thousands commas, ``$``, ``\\sqrt{3}/2``,
-reordered lists, ``\\boxed{}`` vs "The answer is") or a wrong answer (perturbed numbers), or no final answer
-at all. Whether each response matches the gold is therefore known by construction.
+reordered lists, ``\\boxed{}`` vs "The answer is", and free-form statements without a box: "Final Answer: The
+final answer is $x$. I hope it is correct.", ``\\(x\\)``, ``\\[x\\]``, "So in total it comes to 18.") or a
+wrong answer (perturbed numbers), or no final answer at all. Whether each response matches the gold is therefore
+known by construction.
 
 Compared, in one run:
 * verl: ``NaiveRewardManager.run_single`` with ``verl.utils.reward_score.math_verify.compute_score`` against
@@ -137,11 +139,25 @@ def _wrong(gold: str, task: str, k: int) -> str:
 
 def _final_line(answer: str, task: str, rng: random.Random) -> str:
     if task == "gsm8k":
-        templates = ["#### {a}", "The answer is {a}.", "Final answer: {a}", "So the answer is $\\boxed{{{a}}}$."]
-        weights = [4, 2, 2, 2]
+        templates = [
+            "#### {a}",
+            "The answer is {a}.",
+            "Final answer: {a}",
+            "So the answer is $\\boxed{{{a}}}$.",
+            "So in total it comes to {a}.",  # free-form: no marker, the last number
+            "Final Answer: The final answer is {a}. I hope it is correct.",
+        ]
+        weights = [3, 2, 2, 1, 1, 1]
     else:
-        templates = ["Therefore, the final answer is $\\boxed{{{a}}}$.", "The answer is: {a}", "So \\boxed{{{a}}}."]
-        weights = [5, 3, 2]
+        templates = [
+            "Therefore, the final answer is $\\boxed{{{a}}}$.",
+            "The answer is: {a}",
+            "So \\boxed{{{a}}}.",
+            "Final Answer: The final answer is ${a}$. I hope it is correct.",  # free-form statements
+            "Therefore the value we want is \\({a}\\).",
+            "Putting it together,\n\\[ {a} \\]",
+        ]
+        weights = [4, 2, 1, 1, 1, 1]
     return rng.choices(templates, weights)[0].format(a=answer)
 
 

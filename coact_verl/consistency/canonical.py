@@ -5,6 +5,16 @@ Two answers with the same :attr:`Canonical.key` are equivalent; the converse doe
 ``fractions.Fraction`` values, so ``0.5``, ``1/2``, ``\\dfrac{1}{2}``, ``x = 0.50`` and ``50\\%`` (with
 ``percent="fraction"``) share one key. The normalisation is deliberately conservative: it only rewrites
 notation, never mathematics, so a key collision is never a false merge.
+
+Notation handled: thousands separators (``1,000``, ``1{,}000``, ``1,\\!000``, ``1\\,000``, ``1 000``, thin
+spaces, ``1'000``; ``32, 349`` with a space stays a list of two numbers), currency (``\\$``, ``€``, ``£``, ``¥``,
+"dollars"), percent (``\\%``, ``%``, "percent", "pct"; see ``percent``), degrees, and units. Units are a fixed
+table (``_UNIT_WORDS``: SI and common words, currencies, counts) rather than ``pint``: a table is
+dependency-free, microseconds per answer and never reinterprets a variable, and single-letter units (``m``,
+``s``, ``g``) are dropped only inside ``\\text{}``/``\\mathrm{}``, since ``2m`` may be a product. A unit word is
+dropped, not converted: ``5 km`` and ``5000 m`` are different answers. ``x = 3`` is the number 3, but an
+equation whose right side is not a number (``y = 2x + 1``) is kept whole. Times of day (``12:00``, ``1:30 pm``)
+get a ``("time", seconds)`` key.
 """
 
 from __future__ import annotations
@@ -27,9 +37,29 @@ _SPACING_RE = re.compile(r"\\\\|\\[,;:! ]|\\q?quad(?![A-Za-z])|~|\\displaystyle(
 _LEFT_RIGHT_RE = re.compile(r"\\(?:left|right|big|Big|bigg|Bigg)(?![A-Za-z])\.?")
 _DEGREE_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|°|\\degree(?![A-Za-z])")
 _UNIT_SUFFIX_RE = re.compile(
-    r"(?<=[\d}])\s*\\(?:text|mathrm|mbox|textrm)\s*\{\s*[A-Za-z][A-Za-z /.]*\}(?:\^\{?\d\}?)?$"
+    r"(?<=[\d}])\s*\\(?:text|mathrm|mbox|textrm|textnormal)\s*\{\s*[A-Za-z][A-Za-z /.]*\}(?:\^\{?\d\}?)?$"
 )
-_TEXT_RE = re.compile(r"\\(?:text|textbf|textrm|mathrm|mbox|mathbf|textit)\s*\{([^{}]*)\}")
+# Unit words dropped after a number (or ``\pi``): a fixed table of SI and common units, currencies and counts.
+# Single letters (``m``, ``s``, ``g``) are units only inside ``\text{}``/``\mathrm{}`` (handled above): written bare
+# they may be variables (``2m``).
+_UNIT_WORDS = (
+    "cm|mm|km|nm|kg|mg|ml|mL|ft|feet|foot|inch(?:es)?|yards?|yd|miles?|mph|kph|km/h|m/s\\^?2?|sec(?:ond)?s?|mins?"
+    "|minutes?|hrs?|hours?|days?|weeks?|months?|years?|(?:centi|milli|kilo)?met(?:er|re)s?|(?:kilo|milli)?grams?"
+    "|lit(?:er|re)s?|gallons?|pounds?|lbs?|ounces?|oz|degrees?|units?|square\\s+\\w+|sq\\s+\\w+|cubic\\s+\\w+"
+    "|dollars?|euros?|yuan|rupees?|USD|EUR|points?|kPa|Hz|kHz|MHz|kJ|eV|mol|persons?|people"
+)
+_UNIT_WORD_RE = re.compile(r"(?:(?<=[\d}])|(?<=\\pi))\s*(?:" + _UNIT_WORDS + r")(?:\^\{?[23]\}?|²|³)?\.?$")
+_CURRENCY_RE = re.compile(r"^(?:[-−]\s*)?(?:€|£|¥|USD\s*|EUR\s*)|(?:€|£|¥)$")
+_PERCENT_WORD_RE = re.compile(r"(?<=[\d}])\s*(?:percent(?:age)?|per\s+cent|pct)\.?$", re.IGNORECASE)
+_DIGIT_SEP_RE = re.compile(r"(?<=\d)(?:,\\!\s*|\\[,!]|\{,\}|[\u2009\u202f\u00a0'’])(?=\d{3}(?!\d))")
+_THREE_DIGITS_RE = re.compile(r"\d{3}(?!\d)")
+# ``\\\\frac``: a doubly escaped command (text copied from source code), not a row break followed by letters.
+_DOUBLED_RE = re.compile(
+    r"(?<!\\)\\\\(?=(?:text|textbf|frac|dfrac|tfrac|left|right|boxed|sqrt|mathrm|pi|cdot|times|leq?|geq?|infty"
+    r"|cup|cap|pm|in|neq?|sin|cos|tan|log|ln)(?![A-Za-z]))"
+)
+_TIME_RE = re.compile(r"([01]?\d|2[0-4]):([0-5]\d)(?::([0-5]\d))?\s*([ap])?\.?(?:m\.?)?", re.IGNORECASE)
+_TEXT_RE = re.compile(r"\\(?:text|textbf|textrm|textnormal|mathrm|mbox|mathbf|textit)\s*\{([^{}]*)\}")
 _ASSIGN_RE = re.compile(r"^\\?[A-Za-z]+(?:_\{?[A-Za-z0-9]+\}?)?\s*=\s*")
 _FRAC_SHORT_RE = re.compile(r"\\frac\s*(\d)\s*(\d)")
 _SQRT_SHORT_RE = re.compile(r"\\sqrt\s*(\d)")
@@ -37,7 +67,7 @@ _WS_RE = re.compile(r"\s+")
 
 _DEC = r"[-+]?(?:\d+\.?\d*|\.\d+)"
 _INT_OR_DEC_RE = re.compile(_DEC)
-_THOUSANDS_RE = re.compile(r"[-+]?\d{1,3}(?:,\d{3})+(?:\.\d+)?")
+_THOUSANDS_RE = re.compile(r"[-+]?[1-9]\d{0,2}(?:[, ]\d{3})+(?:\.\d+)?")
 _FRAC_RE = re.compile(r"(?P<neg>-?)\\frac\{(?P<a>" + _DEC + r")\}\{(?P<b>" + _DEC + r")\}")
 _SLASH_RE = re.compile(r"(?P<neg>)(?P<a>" + _DEC + r")/(?P<b>" + _DEC + r")")
 _SCI_EXP_RE = re.compile(r"e(?P<exp>[-+]?\d+)$")
@@ -106,14 +136,24 @@ def numbers_equal(a: Canonical, b: Canonical, rel_tol: float | None = None) -> b
 
 
 def normalize_latex(answer: str) -> str:
-    """Notation-only normalisation: spacing, ``\\left``/``\\right``, ``\\dfrac``, ``\\text{}``, degrees, ``$``."""
-    s = answer.strip()
-    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\dbinom", "\\binom")
-    s = s.replace("\\tbinom", "\\binom").replace("{,}", "").replace("\\$", "").replace("$", "")
+    """Notation-only normalisation: spacing, ``\\left``/``\\right``, ``\\dfrac``, ``\\text{}``, degrees, currency,
+    percent words, unit words, digit-group separators (``1{,}000``, ``1\\,000``, ``1 000``, ``1'000``).
+
+    A comma and a space between a digit and exactly three digits (``32, 349``) separate two numbers and keep their
+    space; without the space (``32,349``) the comma separates thousands. Other spaces after commas are dropped.
+    """
+    s = _DOUBLED_RE.sub(r"\\", answer.strip())
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("\\cfrac", "\\frac")
+    s = s.replace("\\dbinom", "\\binom").replace("\\tbinom", "\\binom")
+    s = _DIGIT_SEP_RE.sub("", s)
+    s = s.replace("{,}", "").replace("\\$", "").replace("$", "")
     s = _SPACING_RE.sub(_space, s)
     s = _LEFT_RIGHT_RE.sub("", s)
     s = _DEGREE_RE.sub("", s)
+    s = _CURRENCY_RE.sub("", s.strip())
+    s = _PERCENT_WORD_RE.sub("\\\\%", s.strip())
     s = _UNIT_SUFFIX_RE.sub("", s.strip())
+    s = _UNIT_WORD_RE.sub("", s.strip())
     s = _TEXT_RE.sub(lambda m: m.group(1), s)
     s = _FRAC_SHORT_RE.sub(r"\\frac{\1}{\2}", s)
     s = _SQRT_SHORT_RE.sub(r"\\sqrt{\1}", s)
@@ -124,12 +164,17 @@ def _space(m: re.Match[str]) -> str:
     return m.group(0) if m.group(0) == "\\\\" else " "
 
 
+def _list_comma(out: str, part: str) -> bool:
+    """``32, 349``: a comma and a space between digit groups separate two numbers; keep the space."""
+    return len(out) > 1 and out[-1] == "," and out[-2].isdigit() and _THREE_DIGITS_RE.match(part) is not None
+
+
 def _squeeze(s: str) -> str:
     """Collapse whitespace, keeping one space only between two word characters (``\\pi r`` stays apart)."""
     parts = _WS_RE.split(s.strip())
     out = parts[0] if parts else ""
     for part in parts[1:]:
-        if out and part and (out[-1].isalnum() and part[0].isalnum()):
+        if out and part and ((out[-1].isalnum() and part[0].isalnum()) or _list_comma(out, part)):
             out += " " + part
         else:
             out += part
@@ -141,10 +186,17 @@ def _canonicalize(answer: str, task: str, percent: str) -> Canonical:
     if len(answer) > MAX_ANSWER_CHARS:
         return Canonical(("str", answer.strip()), text=answer.strip())
     s = normalize_latex(answer)
+    time = _TIME_RE.fullmatch(s)
+    if time and (time.group(4) is None or int(time.group(1)) <= 12):
+        hours = int(time.group(1)) % 12 if time.group(4) else int(time.group(1))
+        if time.group(4) and time.group(4).lower() == "p":
+            hours += 12
+        seconds = hours * 3600 + int(time.group(2)) * 60 + int(time.group(3) or 0)
+        return Canonical(("time", seconds), text=s)
     if s.count("=") == 1:
         m = _ASSIGN_RE.match(s)
-        if m and m.end() < len(s):
-            s = s[m.end() :]
+        if m and m.end() < len(s) and _parse_number(s[m.end() :].rstrip("\\%").strip(), task) is not None:
+            s = s[m.end() :]  # ``x = 3`` is the number 3; ``y = 2x + 1`` stays an equation
     is_percent = s.endswith("\\%") or s.endswith("%")
     if is_percent:
         s = s[:-2] if s.endswith("\\%") else s[:-1]
@@ -187,7 +239,7 @@ def _parse_number(s: str, task: str) -> tuple[Fraction, bool] | None:
     if not s or len(s) > 200:
         return None
     if _THOUSANDS_RE.fullmatch(s):
-        s = s.replace(",", "")
+        s = s.replace(",", "").replace(" ", "")
     if _INT_OR_DEC_RE.fullmatch(s):
         return Fraction(s), "." in s
     for pattern in (_FRAC_RE, _SLASH_RE):

@@ -16,6 +16,22 @@ math-verify, in a :class:`~coact_verl.consistency.pool.HardTimeoutPool`:
 
 A parse or comparison that times out, crashes its worker or raises counts as "no parse" / "not equal" and is
 counted in :meth:`AnswerClusterer.stats`; it never fails the batch.
+
+Rules that keep different answers apart:
+
+* clustering compares both directions: two answers join only when ``verify(a, b)`` and ``verify(b, a)`` both
+  hold (math-verify's ``verify`` is asymmetric by design); the label path (:meth:`AnswerClusterer.same`, a gold
+  or oracle answer against a response) uses the gold's direction, as graders do;
+* a parse failure, an empty parse, a parse to ``zoo``/``nan`` (``12:00`` reads as 12/0) or a timeout never makes
+  two answers equal; only identical normalised texts are equal without a parse;
+* times of day (``h:mm``, optional am/pm) are compared as times; two different times are different;
+* the same rules hold for every task: tuples ``(1,2)`` keep their order, sets ``\\{1,2\\}`` and bare lists
+  ``1, 2`` (several boxes, "1 and 2") are unordered, intervals keep their brackets (``(1,2]`` is not ``[1,2]``);
+  ``gsm8k`` and ``numeric`` answers are single numbers (``numeric`` compares with ``numeric_rel_tol``).
+
+A pathological answer (``9^{9^{9}}``, 100 KB of nested braces) costs at most ``verify_timeout_s`` in one of
+``verify_workers`` processes; the other workers keep serving the rest of the batch, and the stuck worker is
+killed and replaced.
 """
 
 from __future__ import annotations
@@ -38,7 +54,7 @@ class _Need(NamedTuple):
     """Work a pair is waiting for: texts to parse, or one ``(gold, pred)`` comparison."""
 
     parse: tuple[str, ...] = ()
-    verify: tuple[str, str] | None = None
+    verify: tuple[tuple[str, str], ...] = ()
 
 
 class AnswerClusterer:
@@ -142,7 +158,7 @@ class AnswerClusterer:
                 self._resolve([_Need(parse=missing)])
 
         def decide(a: Canonical, b: Canonical) -> bool | _Need:
-            return self._decide(a, b, task)
+            return self._decide(a, b, task, both=True)
 
         while active:
             needs = [need for s in active for need in s.advance(decide)]
@@ -166,6 +182,12 @@ class AnswerClusterer:
         if ca.is_number and cb.is_number:
             return numbers_equal(ca, cb, self.config.numeric_rel_tol if task == "numeric" else None)
         return False
+
+    def fast_verdict(self, a: str, b: str, task: str | None = None) -> bool | None:
+        """The in-process verdict (canonical forms, exact numbers, times, numeric evaluation) without any cached
+        math-verify result: ``True``/``False`` where the fast paths decide, ``None`` where math-verify must."""
+        task = self._task(task)
+        return self._quick(self.canonical(a, task), self.canonical(b, task), task)
 
     def same_many(self, pairs: Sequence[tuple[str | None, str | None]], task: str | None = None) -> list[bool]:
         """:meth:`same` for many pairs, batched into a few pool round-trips."""
@@ -250,6 +272,8 @@ class AnswerClusterer:
         """In-process decision (canonical forms, exact numbers, numeric evaluation); ``None`` if undecided."""
         if a.key == b.key:
             return True
+        if a.key[0] == b.key[0] == "time":  # two different times of day
+            return False
         if a.is_number and b.is_number:
             return numbers_equal(a, b, self.config.numeric_rel_tol if task == "numeric" else None)
         if not self.config.use_math_verify:
@@ -261,8 +285,13 @@ class AnswerClusterer:
             return _close(ea.values[0], eb.values[0], self.config.numeric_rel_tol)
         return False if definitely_different(ea, eb) else None
 
-    def _decide(self, a: Canonical, b: Canonical, task: str) -> bool | _Need:
-        """``True``/``False`` when known, else the work still needed (``a`` is the gold side)."""
+    def _decide(self, a: Canonical, b: Canonical, task: str, *, both: bool = False) -> bool | _Need:
+        """``True``/``False`` when known, else the work still needed.
+
+        ``a`` is math-verify's gold side; with ``both`` (clustering, where neither answer is the reference) the
+        pair is equal only when ``verify`` holds in both directions, since ``verify`` is asymmetric by design
+        (a gold ``x = 3`` accepts ``3``; a gold interval accepts an inequality only with an option).
+        """
         quick = self._quick(a, b, task)
         if quick is not None:
             return quick
@@ -290,7 +319,16 @@ class AnswerClusterer:
                 return _Need(parse=missing)
             if pa is None or pb is None:
                 return False
-        pair = (a.text, b.text)
+        pairs = [(a.text, b.text), (b.text, a.text)] if both and a.text != b.text else [(a.text, b.text)]
+        for pair in pairs:  # the reverse direction is asked for only once the forward one holds
+            known = self._verdict_of(pair)
+            if known is False:
+                return False
+            if known is MISSING:
+                return _Need(verify=(pair,))
+        return True
+
+    def _verdict_of(self, pair: tuple[str, str]) -> Any:
         if pair in self._scratch_pairs:
             return self._scratch_pairs[pair]
         cached = self._verified.get(pair)
@@ -298,7 +336,7 @@ class AnswerClusterer:
             self._counts["verify_cache_hits"] += 1
             self._scratch_pairs[pair] = bool(cached)
             return bool(cached)
-        return _Need(verify=pair)
+        return MISSING
 
     def _resolve(self, needs: list[_Need]) -> None:
         """Run the parses (first) or else the comparisons that ``needs`` ask for, in one pool round-trip."""
@@ -313,7 +351,7 @@ class AnswerClusterer:
                 self._parsed.put(text, parsed)
                 self._scratch[text] = parsed
             return
-        pairs = list(dict.fromkeys(need.verify for need in needs if need.verify is not None))
+        pairs = list(dict.fromkeys(pair for need in needs for pair in need.verify))
         if not pairs:
             return
         blobs = [(self._scratch[g].blob, self._scratch[p].blob) for g, p in pairs]

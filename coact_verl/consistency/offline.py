@@ -4,8 +4,13 @@ Input: JSONL, one row per prompt: ``{"id": ..., "responses": ["...", ...], "gold
 reference final answer, is optional; ``id`` defaults to the line number). Output: JSONL, one row per input row::
 
     {"id", "n", "answers", "cluster_of", "cluster_sizes", "cluster_answers", "majority", "agreement",
-     "entropy", "rewards"}                       # rewards: per response, 1.0 if in the majority cluster
-    + {"gold", "gold_cluster", "majority_correct"} when the row has a gold answer
+     "entropy", "rewards"}                       # answers: the extracted final answer per response (null: none)
+                                                 # rewards: per response, 1.0 if in the majority cluster
+    + {"gold", "gold_answer", "gold_cluster", "gold_match", "majority_correct"} when the row has a gold answer
+
+``gold_answer`` is the gold's final answer as the checker reads it (a bare answer stays as it is, a reference
+solution yields its boxed or marked answer); ``gold_match`` holds, per response, whether its extracted answer is
+equivalent to it, so a run's rewards can be audited response by response.
 
 The output is written to a temporary file next to ``out_path`` and renamed at the end, so a failed run never
 leaves a half-written file behind.
@@ -26,6 +31,7 @@ from typing import Any
 
 from coact_verl.config import TASKS, ConsistencyConfig
 from coact_verl.consistency.equivalence import AnswerClusterer
+from coact_verl.consistency.extract import extract_answer
 from coact_verl.consistency.groups import label_clusters, rewards_for_cluster, score_groups
 
 
@@ -48,7 +54,8 @@ def score_rollouts(
 
     Returns:
         Summary: ``rows``, ``responses``, ``no_answer_rate``, ``mean_agreement``, ``mean_entropy``,
-        ``rows_with_gold``, ``majority_accuracy`` (``None`` without gold), ``seconds``, ``clusterer`` counters.
+        ``rows_with_gold``, ``majority_accuracy`` and ``response_accuracy`` (share of responses whose answer matches
+        the gold; ``None`` without gold), ``seconds``, ``clusterer`` counters.
 
     Raises:
         ValueError: malformed input; the message names the file and line.
@@ -64,6 +71,7 @@ def score_rollouts(
     base = config if config is not None else ConsistencyConfig(task=task)
     config = dataclasses.replace(base, task=task)
     totals = {"rows": 0, "responses": 0, "no_answer": 0, "agreement": 0.0, "entropy": 0.0, "gold": 0, "correct": 0}
+    totals.update(gold_responses=0, gold_matches=0)
     start = time.perf_counter()
     out_path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(prefix=f".{out_path.name}.", suffix=".tmp", dir=out_path.parent)
@@ -87,6 +95,7 @@ def score_rollouts(
         "mean_entropy": totals["entropy"] / rows if rows else 0.0,
         "rows_with_gold": totals["gold"],
         "majority_accuracy": totals["correct"] / totals["gold"] if totals["gold"] else None,
+        "response_accuracy": totals["gold_matches"] / totals["gold_responses"] if totals["gold_responses"] else None,
         "seconds": round(time.perf_counter() - start, 3),
         "clusterer": counters,
         "out_path": str(out_path),
@@ -133,7 +142,8 @@ def _batches(rows: Iterator[tuple[int, dict[str, Any]]], size: int) -> Iterator[
 def _score_batch(rows: list[dict[str, Any]], task: str, clusterer: AnswerClusterer) -> list[dict[str, Any]]:
     stats = score_groups([row["responses"] for row in rows], task, clusterer)
     with_gold = [i for i, row in enumerate(rows) if row.get("gold") is not None]
-    gold_clusters = label_clusters([stats[i] for i in with_gold], [str(rows[i]["gold"]) for i in with_gold], clusterer)
+    gold_answers = {i: extract_answer(str(rows[i]["gold"]), task, reference=True) for i in with_gold}
+    gold_clusters = label_clusters([stats[i] for i in with_gold], [gold_answers[i] for i in with_gold], clusterer)
     gold_of = dict(zip(with_gold, gold_clusters, strict=True))
     out = []
     for i, (row, s) in enumerate(zip(rows, stats, strict=True)):
@@ -151,7 +161,9 @@ def _score_batch(rows: list[dict[str, Any]], task: str, clusterer: AnswerCluster
         }
         if i in gold_of:
             record["gold"] = str(row["gold"])
+            record["gold_answer"] = gold_answers[i]
             record["gold_cluster"] = gold_of[i]
+            record["gold_match"] = [gold_of[i] >= 0 and c == gold_of[i] for c in s.cluster_of]
             record["majority_correct"] = bool(s.cluster_sizes) and gold_of[i] == 0
         out.append(record)
     return out
@@ -166,6 +178,8 @@ def _accumulate(totals: dict[str, Any], row: dict[str, Any]) -> None:
     if "majority_correct" in row:
         totals["gold"] += 1
         totals["correct"] += int(row["majority_correct"])
+        totals["gold_responses"] += row["n"]
+        totals["gold_matches"] += sum(row["gold_match"])
 
 
 # --------------------------------------------------------------------------- command line

@@ -57,7 +57,7 @@ def values_differ(a: complex, b: complex) -> bool:
 def parse_answer(answer: str) -> ParsedAnswer | None:
     """Parse an extracted answer (LaTeX without ``$``) with math-verify; ``None`` when nothing parses."""
     exprs = _parse(answer)
-    if not exprs:
+    if not exprs or _degenerate(exprs[0]):
         return None
     value, key = _describe(exprs[0])
     blob = pickle.dumps(exprs, protocol=pickle.HIGHEST_PROTOCOL)
@@ -84,6 +84,20 @@ def _parse(answer: str) -> list[Any]:
         extraction_config=(LatexExtractionConfig(), ExprExtractionConfig()),
         parsing_timeout=None,  # type: ignore[arg-type]
     )
+
+
+def _degenerate(expr: Any) -> bool:
+    """An empty, undefined or infinite-without-sign parse (``zoo``, ``nan``): "12:00" is not a number."""
+    import sympy
+
+    if isinstance(expr, str):
+        return not expr.strip()
+    if isinstance(expr, sympy.Basic):
+        try:
+            return bool(expr.has(sympy.zoo, sympy.nan))
+        except Exception:  # an object whose tree cannot be walked
+            return False
+    return False
 
 
 def _load(blob: bytes | str) -> Any:

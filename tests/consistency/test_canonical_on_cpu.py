@@ -118,4 +118,5 @@ def test_equal_keys_agree_with_math_verify(reference_data):
                 continue
             assert verify(first, second, timeout_seconds=None), (answers[0], other)
             checked += 1
-    assert checked > 100 and unparsed < checked / 10
+    # ``x = <expr>`` shares a key with ``<expr>`` only when ``<expr>`` is a number (``y = 2x + 1`` stays an equation).
+    assert checked > 80 and unparsed < checked / 10

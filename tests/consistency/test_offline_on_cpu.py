@@ -54,6 +54,11 @@ def test_score_subcommand_round_trip(tmp_path, capsys):
     assert r0["rewards"] == [1.0, 1.0, 0.0, 0.0] and r0["agreement"] == 0.5
     assert r0["gold_cluster"] == 0 and r0["majority_correct"] is True
     assert r1["majority"] == "3" and r1["gold_cluster"] == 1 and r1["majority_correct"] is False
+    # per response: the extracted answer and whether it matches the gold
+    assert r0["answers"] == ["\\frac{1}{2}", "0.5", "2", None] and r0["gold_answer"] == "1/2"
+    assert r0["gold_match"] == [True, True, False, False]
+    assert r1["gold_match"] == [True, False, False]
+    assert summary["response_accuracy"] == 3 / 7
     assert "majority_correct" not in r2 and "gold" not in r2
     assert r2["agreement"] == 1.0 and r2["entropy"] == 0.0
 
