@@ -4,12 +4,16 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import importlib.util
 import logging
 import os
+import secrets
 import socket
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from coact_verl.oracle.service.process import SUPERVISOR_PID_ENV
 from coact_verl.oracle.service.settings import SETTINGS_ENV, OracleSettings
 
 ADMIN_TOKEN_ENV = "COACT_ORACLE_ADMIN_TOKEN"
@@ -52,6 +56,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--budget-per-step", type=_optional_int, default=None, help="labels per training step")
     add("--admin-token", default=os.environ.get(ADMIN_TOKEN_ENV), help=f"admin token (or ${ADMIN_TOKEN_ENV})")
     add("--trainer-token", default=os.environ.get(TRAINER_TOKEN_ENV), help=f"trainer token (or ${TRAINER_TOKEN_ENV})")
+    add("--admin-token-file", help="file holding the admin token (first line)")
+    add("--trainer-token-file", help="file holding the trainer token (first line)")
     add("--equivalence", default=defaults.equivalence, help="consistency | exact | module:function")
     add("--seed", type=int, default=defaults.seed, help="seed of the simulated annotators")
     add("--sim-annotators", type=int, default=defaults.sim_annotators, help="simulated pool size")
@@ -66,7 +72,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--judge-without-gold", action="store_true", help="do not show the judge the gold answer")
     add("--judge-max-tokens", type=int, default=defaults.judge_max_tokens, help="judge completion length bound")
     add("--db-synchronous", default=defaults.db_synchronous, choices=("NORMAL", "FULL", "EXTRA"), help="SQLite sync")
-    add("--db-threads", action="store_true", help="run SQLite calls in worker threads")
+    add("--db-threads", action=argparse.BooleanOptionalAction, default=defaults.db_threads,
+        help="run SQLite calls in worker threads (off: on the event loop)")  # fmt: skip
     add(
         "--commit-batch",
         type=_positive_int,
@@ -97,6 +104,17 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--loop", choices=("auto", "asyncio", "uvloop"), default="auto", help="event loop")
     add("--log-level", default="warning", help="uvicorn log level")
     add("--access-log", action="store_true", help="log every request")
+    add("--body-timeout", type=float, default=defaults.body_timeout_s, help="seconds to receive a body (408 after)")
+    add("--head-timeout", type=float, default=defaults.head_timeout_s, help="seconds to receive request headers")
+    add("--max-header-bytes", type=int, default=defaults.max_header_bytes, help="request header bytes (431 beyond)")
+    add("--annotator-rps", type=float, default=defaults.annotator_rps, help="annotator writes/s per worker (429)")
+    add("--annotator-bytes-per-s", type=float, default=defaults.annotator_bytes_per_s, help="annotator body bytes/s")
+    add("--page-max-bytes", type=int, default=defaults.page_max_bytes, help="text bytes per page of labels or pairs")
+    add("--verify-lanes", type=int, default=defaults.verify_lanes, help="math-verify worker processes")
+    add("--verify-timeout", type=float, default=defaults.verify_timeout_s, help="seconds per math-verify comparison")
+    add("--docs", action="store_true", help="serve /docs and /redoc (their scripts come from a CDN)")
+    add("--human-task-ttl", type=float, default=defaults.human_task_ttl_s, help="seconds before an unanswered human"
+        " task expires and its charge is refunded (default: never)")  # fmt: skip
 
 
 def settings_from_args(args: argparse.Namespace) -> OracleSettings:
@@ -130,7 +148,33 @@ def settings_from_args(args: argparse.Namespace) -> OracleSettings:
         fast_path=not args.no_fast_path,
         vote_mu=args.vote_mu,
         vote_min_eta=args.vote_min_eta,
+        body_timeout_s=args.body_timeout,
+        head_timeout_s=args.head_timeout,
+        max_header_bytes=args.max_header_bytes,
+        annotator_rps=args.annotator_rps,
+        annotator_bytes_per_s=args.annotator_bytes_per_s,
+        page_max_bytes=args.page_max_bytes,
+        verify_lanes=args.verify_lanes,
+        verify_timeout_s=args.verify_timeout,
+        docs=args.docs,
+        human_task_ttl_s=args.human_task_ttl,
     )
+
+
+def _tokens_from_files(args: argparse.Namespace) -> None:
+    """Read ``--*-token-file``; warn about tokens given as flags (other local users see them in /proc/PID/cmdline)."""
+    log = logging.getLogger("coact_verl.oracle")
+    for role, env in (("admin", ADMIN_TOKEN_ENV), ("trainer", TRAINER_TOKEN_ENV)):
+        path = getattr(args, f"{role}_token_file", None)
+        if path:
+            lines = Path(path).read_text().strip().splitlines()
+            token = lines[0].strip() if lines else ""
+            if not token:
+                raise SystemExit(f"--{role}-token-file {path} is empty")
+            setattr(args, f"{role}_token", token)
+        elif getattr(args, f"{role}_token", None) and args.__dict__[f"{role}_token"] != os.environ.get(env):
+            log.warning("--%s-token on the command line is visible to other local users (/proc/PID/cmdline);"
+                        " prefer $%s or --%s-token-file", role, env, role)  # fmt: skip
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -138,7 +182,16 @@ def serve(args: argparse.Namespace) -> int:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
+    _tokens_from_files(args)
     settings = settings_from_args(args)
+    if not settings.trainer_token:
+        # No public default: a service without a trainer token would answer every trainer 401.
+        settings = dataclasses.replace(settings, trainer_token=secrets.token_urlsafe(24))
+        sys.stderr.write(
+            f"no --trainer-token or ${TRAINER_TOKEN_ENV} given; generated trainer token: {settings.trainer_token}\n"
+            f"start the trainer with {TRAINER_TOKEN_ENV}={settings.trainer_token} (or coact.oracle.token=...)\n"
+        )
+        sys.stderr.flush()
     sock = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((args.host, args.port))
@@ -146,6 +199,13 @@ def serve(args: argparse.Namespace) -> int:
     common = {"log_level": args.log_level, "access_log": args.access_log, "timeout_graceful_shutdown": 5}
     # No client addresses are used (tokens identify callers): skip proxy-header rewriting and the server banner.
     common.update(http=args.http, loop=args.loop, proxy_headers=False, server_header=False)
+    if args.http in ("auto", "httptools") and importlib.util.find_spec("httptools") is not None:
+        # Request heads get a deadline and a size bound (workers read both from the settings in the environment).
+        from coact_verl.oracle.service.protocol import GuardedHttpToolsProtocol
+
+        GuardedHttpToolsProtocol.HEAD_TIMEOUT_S = settings.head_timeout_s
+        GuardedHttpToolsProtocol.MAX_HEAD_BYTES = settings.max_header_bytes
+        common["http"] = "coact_verl.oracle.service.protocol:GuardedHttpToolsProtocol"
     if args.port_file:  # written only after binding, atomically
         tmp = Path(f"{args.port_file}.tmp")
         tmp.write_text(str(port))
@@ -162,6 +222,7 @@ def serve(args: argparse.Namespace) -> int:
         store.close()
         worker_settings = dataclasses.replace(settings, gold_path=None, budget_total=None, budget_per_step=None)
         os.environ[SETTINGS_ENV] = worker_settings.to_env()
+        os.environ[SUPERVISOR_PID_ENV] = str(os.getpid())  # workers die with this process (service/process.py)
         app = "coact_verl.oracle.service.app:create_asgi_app_from_env"
         config = uvicorn.Config(app, factory=True, workers=args.workers, host=args.host, port=port, **common)
         Multiprocess(config, sockets=[sock]).run()

@@ -44,6 +44,7 @@ async def test_start_from_oracle_config_with_parquet_gold(tmp_path):
                 "db_path": str(tmp_path / "o.sqlite"),
                 "gold_path": str(gold),
                 "budget_total": 2,
+                "token": "trainer-t",
                 "serve_args": ["--db-synchronous", "FULL"],
             }
         }  # fmt: skip

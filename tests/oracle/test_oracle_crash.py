@@ -88,7 +88,10 @@ def test_charged_but_unlabelled_queries_are_labelled_on_start(tmp_path, gold_fil
             while not (labels := c.get("/v1/labels").json()["labels"]) and time.monotonic() < deadline:
                 time.sleep(0.05)
             assert [(r["key"], r["label"]["correct"]) for r in labels] == [("k1", [True, False])]
-            again = c.post("/v1/queries", json=query_body(1, key="k1")).json()
+            same = {"key": "k1", "prompt_id": "p1", "prompt": "q", "task": "gsm8k", "step": 0,
+                    "candidates": [{"answer": "1001", "response": "r"}, {"answer": "3", "response": "r"}]}  # fmt: skip
+            again = c.post("/v1/queries", json=same).json()
             assert again["status"] == "labeled" and again["budget"]["spent"] == 1
+            assert c.post("/v1/queries", json=query_body(1, key="k1")).status_code == 409  # another body
     finally:
         svc.stop()

@@ -55,8 +55,9 @@ def make_backend(settings: OracleSettings) -> Backend:
     """Build the backend named by ``settings.backend``."""
     equivalent = resolve_equivalence(settings.equivalence)
     offload = True if settings.two_phase else None
+    verify = {"verify_lanes": settings.verify_lanes, "verify_timeout_s": settings.verify_timeout_s}
     if settings.backend == "gold":
-        return GoldBackend(equivalent=equivalent, offload=offload)
+        return GoldBackend(equivalent=equivalent, offload=offload, **verify)
     if settings.backend == "simulated":
         pool = AnnotatorPool(
             size=settings.sim_annotators,
@@ -65,7 +66,7 @@ def make_backend(settings: OracleSettings) -> Backend:
             position_bias=settings.sim_position_bias,
             seed=settings.seed,
         )
-        return SimulatedBackend(pool=pool, equivalent=equivalent, offload=offload)
+        return SimulatedBackend(pool=pool, equivalent=equivalent, offload=offload, **verify)
     if settings.backend == "human":
         from coact_verl.oracle.backends.human import HumanBackend
 

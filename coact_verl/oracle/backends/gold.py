@@ -30,30 +30,46 @@ def exact_or_numeric(a: str, b: str) -> bool:
 
 
 class _Clusterer:
-    """One shared ``coact_verl.consistency.AnswerClusterer`` (its math-verify pool starts on first need)."""
+    """``lanes`` shared ``coact_verl.consistency.AnswerClusterer``s of one math-verify worker each (started on first
+    need). A query's answers go to the lane with the fewest queries in flight, so a query whose answers each run
+    to the per-answer timeout holds up only its own lane, never every other query."""
 
-    def __init__(self) -> None:
-        self._clusterer: Any = None
+    def __init__(self, lanes: int = 2, timeout_s: float = 5.0) -> None:
+        if lanes < 1 or timeout_s <= 0:
+            raise ValueError("math-verify lanes must be >= 1 and its timeout > 0")
+        self._lanes: list[Any] = [None] * lanes
+        self._busy = [0] * lanes
+        self._timeout_s = timeout_s
         self._lock = threading.Lock()
 
     def same_many(self, pairs: list[tuple[str, str]], task: str) -> list[bool]:
-        return self._get().same_many(pairs, task)
+        with self._lock:
+            lane = min(range(len(self._lanes)), key=self._busy.__getitem__)
+            self._busy[lane] += 1
+        try:
+            return self._get(lane).same_many(pairs, task)
+        finally:
+            with self._lock:
+                self._busy[lane] -= 1
 
     def same_many_now(self, pairs: list[tuple[str, str]], task: str) -> list[bool | None] | None:
-        return self._get().same_many_now(pairs, task)
+        return self._get(0).same_many_now(pairs, task)  # in-process only: no worker is used
 
-    def _get(self) -> Any:
+    def _get(self, lane: int) -> Any:
         with self._lock:
-            if self._clusterer is None:
+            if self._lanes[lane] is None:
+                from coact_verl.config import ConsistencyConfig
                 from coact_verl.consistency import AnswerClusterer
 
-                self._clusterer = AnswerClusterer()
-            return self._clusterer
+                config = ConsistencyConfig(verify_workers=1, verify_timeout_s=self._timeout_s)
+                self._lanes[lane] = AnswerClusterer(config)
+            return self._lanes[lane]
 
     def close(self) -> None:
         with self._lock:
-            if self._clusterer is not None:
-                self._clusterer.close()
+            for clusterer in self._lanes:
+                if clusterer is not None:
+                    clusterer.close()
 
 
 def _default_extract(text: str, task: str) -> str | None:
@@ -73,6 +89,8 @@ class GoldBackend:
         offload: ``True`` always checks in a worker thread, after the charge; ``False`` never; ``None`` (default)
             checks inside the charging transaction what can be decided in-process (any given equivalence; the
             default one's canonical forms and numbers) and in a worker thread only answers that need math-verify.
+        verify_lanes: math-verify worker processes (default equivalence); each query uses one, the least busy.
+        verify_timeout_s: hard timeout of one math-verify comparison (a timeout counts as "not equivalent").
     """
 
     name = "gold"
@@ -84,9 +102,11 @@ class GoldBackend:
         equivalent: Equivalence | None = None,
         extract: Extractor | None = None,
         offload: bool | None = None,
+        verify_lanes: int = 2,
+        verify_timeout_s: float = 5.0,
     ) -> None:
         self._fixed = equivalent
-        self._clusterer = _Clusterer() if equivalent is None else None
+        self._clusterer = _Clusterer(verify_lanes, verify_timeout_s) if equivalent is None else None
         self._extract = extract if extract is not None else (_default_extract if equivalent is None else None)
         self._offload = equivalent is None if offload is None else offload
         self.inline = offload is not True  # see ``offload``

@@ -6,6 +6,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from coact_verl.oracle.backends.base import LabelQuery, LabelResult, accepted_answer
 from coact_verl.oracle.backends.gold import Equivalence, GoldBackend
@@ -103,10 +104,14 @@ class SimulatedBackend:
     automatic = True
 
     def __init__(
-        self, pool: AnnotatorPool | None = None, equivalent: Equivalence | None = None, offload: bool | None = None
+        self,
+        pool: AnnotatorPool | None = None,
+        equivalent: Equivalence | None = None,
+        offload: bool | None = None,
+        **verify: Any,
     ) -> None:
         self.pool = pool if pool is not None else AnnotatorPool()
-        self._gold = GoldBackend(equivalent=equivalent, offload=offload)
+        self._gold = GoldBackend(equivalent=equivalent, offload=offload, **verify)  # verify_lanes, verify_timeout_s
         self.inline = self._gold.inline
 
     async def label(self, query: LabelQuery) -> LabelResult:

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import Any
 
 from coact_verl.oracle.backends.base import LabelQuery
 
@@ -18,11 +19,14 @@ def token_hash(token: str) -> str:
 
 
 class AnnotatorOps:
-    """Needs ``conn``, ``_tx()`` and ``_query(conn, id)`` from the store it is mixed into."""
+    """Needs ``conn``, ``_tx()``, ``_query(conn, id)``, ``_budget(conn)`` and ``_charge(...)`` from the store it is
+    mixed into."""
 
     conn: sqlite3.Connection
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _query: Callable[[sqlite3.Connection, int], LabelQuery]
+    _budget: Callable[[sqlite3.Connection], Any]
+    _charge: Callable[[sqlite3.Connection, int, int, bool], None]
 
     def create_annotator(self, name: str) -> tuple[int, str]:
         """Create an annotator; returns (id, bearer token). Only the token's hash is stored."""
@@ -36,8 +40,27 @@ class AnnotatorOps:
 
     def annotator_id(self, hashed: str) -> int | None:
         """Annotator id for a hashed token."""
-        row = self.conn.execute("SELECT id FROM annotators WHERE token_hash = ?", (hashed,)).fetchone()
+        row = self.conn.execute(
+            "SELECT id FROM annotators WHERE token_hash = ? AND revoked_at IS NULL", (hashed,)
+        ).fetchone()
         return None if row is None else row[0]
+
+    def revoke_annotator(self, annotator_id: int) -> bool:
+        """Revoke an annotator's token (its stored votes and edits stay); false for an unknown id."""
+        with self._tx() as conn:
+            cur = conn.execute(
+                "UPDATE annotators SET revoked_at = COALESCE(revoked_at, ?) WHERE id = ?", (time.time(), annotator_id)
+            )
+            return cur.rowcount > 0
+
+    def set_trust(self, annotator_id: int, trust: float | None) -> bool:
+        """Set (``None``: clear) the weight an admin gives an annotator's votes and edits instead of its η̂."""
+        with self._tx() as conn:
+            return conn.execute("UPDATE annotators SET trust = ? WHERE id = ?", (trust, annotator_id)).rowcount > 0
+
+    def annotator_trust(self) -> dict[int, float]:
+        """Admin-set trust of the annotators that have one."""
+        return dict(self.conn.execute("SELECT id, trust FROM annotators WHERE trust IS NOT NULL").fetchall())
 
     @staticmethod
     def holds_lease(conn: sqlite3.Connection, query_id: int, annotator_id: int) -> bool:
@@ -59,6 +82,22 @@ class AnnotatorOps:
             lease = (annotator_id, now, row[0])
             conn.execute("UPDATE queries SET assigned_to = ?, assigned_at = ? WHERE id = ?", lease)
             return self._query(conn, row[0])
+
+    def expire_pending(self, ttl_s: float) -> int:
+        """Refund human-queue queries unanswered for ``ttl_s`` seconds (they become ``failed``; their keys may be
+        sent again); returns how many."""
+        cutoff = time.time() - ttl_s
+        with self._tx() as conn:
+            rows = conn.execute(
+                "SELECT id, step FROM queries WHERE status = 'pending' AND created_at < ?", (cutoff,)
+            ).fetchall()
+            per_step = self._budget(conn).per_step is not None
+            for query_id, step in rows:
+                conn.execute(
+                    "UPDATE queries SET status = 'failed', charged = 0, assigned_to = NULL WHERE id = ?", (query_id,)
+                )
+                self._charge(conn, step, -1, per_step)
+            return len(rows)
 
     def leased_task(self, query_id: int, annotator_id: int) -> LabelQuery | None:
         """The pending query ``query_id`` if ``annotator_id`` holds its lease."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import inspect
 import logging
+import os
 import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,10 +18,13 @@ from coact_verl.oracle.backends import make_backend
 from coact_verl.oracle.service.auth import SECURITY_SCHEME, TokenAuth
 from coact_verl.oracle.service.core import OracleCore
 from coact_verl.oracle.service.db import Store
+from coact_verl.oracle.service.errors import install_error_handlers
 from coact_verl.oracle.service.fast_path import QueriesFastPath
 from coact_verl.oracle.service.gold_io import load_gold_file
+from coact_verl.oracle.service.guard import Guard
+from coact_verl.oracle.service.process import SUPERVISOR_PID_ENV, die_with_parent
 from coact_verl.oracle.service.quality import AnnotatorQuality
-from coact_verl.oracle.service.routes import admin, annotate, budget, feedback, health, queries, tasks
+from coact_verl.oracle.service.routes import admin, annotate, budget, feedback, health, queries, runs, tasks
 from coact_verl.oracle.service.settings import OracleSettings
 
 log = logging.getLogger("coact_verl.oracle")
@@ -55,6 +59,8 @@ def create_app(settings: OracleSettings) -> FastAPI:
         if not settings.admin_token:
             log.warning("no admin token: admin endpoints are unreachable")
         core.spawn(core.recover())
+        if settings.human_task_ttl_s is not None and not backend.automatic:
+            core.spawn(core.expire_human_tasks(settings.human_task_ttl_s))
         # Move the start-up objects out of the collector's sight: full collections stay short during serving.
         gc.collect()
         gc.freeze()
@@ -72,11 +78,16 @@ def create_app(settings: OracleSettings) -> FastAPI:
         description="Budgeted oracle labels for CoAct training: gold, simulated, LLM-judge or human annotators;"
         " comparison votes and edits from users as preference pairs.",
         lifespan=lifespan,
+        # The interactive docs load scripts from a CDN, on the origin where /annotate keeps its token: off unless
+        # asked for (the spec stays at /openapi.json).
+        docs_url="/docs" if settings.docs else None,
+        redoc_url="/redoc" if settings.docs else None,
         **limit,
     )
-    for module in (health, queries, budget, admin, tasks, feedback, annotate):
+    for module in (health, queries, budget, admin, tasks, feedback, annotate, runs):
         app.include_router(module.router)
     _declare_bearer_auth(app)
+    install_error_handlers(app)
 
     @app.exception_handler(sqlite3.OperationalError)
     async def database_busy(request: Request, exc: sqlite3.OperationalError) -> JSONResponse:
@@ -111,11 +122,23 @@ def _declare_bearer_auth(app: FastAPI) -> None:
 
 def create_asgi_app(settings: OracleSettings) -> Any:
     """What uvicorn serves: the FastAPI app, behind the lean path for trainer queries when ``settings.fast_path``
-    (outermost, so that the hot endpoint skips FastAPI's middleware stack and per-request checks)."""
+    (so that the hot endpoint skips FastAPI's middleware stack and per-request checks), behind the guard
+    (outermost: authorisation, body limits and timeouts, annotator quotas before any work)."""
     app = create_app(settings)
-    return QueriesFastPath(app) if settings.fast_path else app
+    inner = QueriesFastPath(app) if settings.fast_path else app
+    return Guard(
+        inner,
+        app,
+        body_timeout_s=settings.body_timeout_s,
+        max_header_bytes=settings.max_header_bytes,
+        annotator_rps=settings.annotator_rps,
+        annotator_bytes_per_s=settings.annotator_bytes_per_s,
+    )
 
 
 def create_asgi_app_from_env() -> Any:
-    """Factory for worker processes: settings come from ``$COACT_ORACLE_SETTINGS``."""
+    """Factory for worker processes: settings come from ``$COACT_ORACLE_SETTINGS``; the worker dies with its
+    supervisor."""
+    parent = os.environ.get(SUPERVISOR_PID_ENV)
+    die_with_parent(int(parent) if parent else None)
     return create_asgi_app(OracleSettings.from_env())

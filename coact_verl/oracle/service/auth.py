@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
@@ -24,12 +25,22 @@ class Principal:
 
 
 class TokenAuth:
-    """Maps a bearer token to a :class:`Principal` (``None`` for an unknown token)."""
+    """Maps a bearer token to a :class:`Principal` (``None`` for an unknown or revoked token).
+
+    Annotator tokens are looked up by hash and cached for ``CACHE_S`` seconds, so that a revocation made through
+    another worker process takes effect within that time.
+    """
+
+    CACHE_S = 2.0
 
     def __init__(self, store: Store, admin_token: str | None, trainer_token: str | None) -> None:
         self._store = store
         self._fixed = [(t, r) for t, r in ((admin_token, ADMIN), (trainer_token, TRAINER)) if t]
-        self._annotators: dict[str, int] = {}
+        self._annotators: dict[str, tuple[int, float]] = {}
+
+    def forget(self, annotator_id: int) -> None:
+        """Drop an annotator's cached token (after revoking it)."""
+        self._annotators = {h: v for h, v in self._annotators.items() if v[0] != annotator_id}
 
     def identify(self, token: str) -> Principal | None:
         """Constant-time comparison for the fixed tokens; a hashed lookup (cached) for annotators."""
@@ -38,12 +49,16 @@ class TokenAuth:
             if secrets.compare_digest(encoded, fixed.encode("utf-8")):
                 return Principal(role)
         hashed = token_hash(token)
-        annotator = self._annotators.get(hashed)
+        cached, now = self._annotators.get(hashed), time.monotonic()
+        if cached is not None and now - cached[1] < self.CACHE_S:
+            return Principal(ANNOTATOR, cached[0])
+        annotator = self._store.annotator_id(hashed)
         if annotator is None:
-            annotator = self._store.annotator_id(hashed)
-            if annotator is None:
-                return None
-            self._annotators[hashed] = annotator
+            self._annotators.pop(hashed, None)
+            return None
+        if len(self._annotators) > 100_000:  # unknown tokens are never cached; this bounds known ones
+            self._annotators.clear()
+        self._annotators[hashed] = (annotator, now)
         return Principal(ANNOTATOR, annotator)
 
 

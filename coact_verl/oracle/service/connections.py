@@ -36,6 +36,10 @@ class Connections:
         self._local = threading.local()
         self._all: list[tuple[sqlite3.Connection, int]] = []
         self._lock = threading.Lock()
+        if path != ":memory:" and not os.path.exists(path):
+            # Owner-only: gold answers and token hashes live here. SQLite gives the WAL and SHM files the
+            # database file's mode.
+            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
         self.conn.execute("SELECT 1")  # creates the file in WAL mode before the checkpointer opens it
         self._checkpointer = Checkpointer(path, self.lock_path, checkpoint_every_s) if checkpoint_every_s else None
 

@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import dataclasses
 import functools
 import logging
+import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from coact_verl.oracle.backends import Backend, BackendError, Candidate, LabelQuery, LabelResult
-from coact_verl.oracle.service.db import Budget, Reservation, Store, check_label
+from coact_verl.oracle.service.db import Budget, KeyConflict, Reservation, Store, check_label
 from coact_verl.oracle.service.group_commit import GroupCommit
 from coact_verl.oracle.service.schemas import BudgetOut, LabelOut, QueryIn, QueryOut
 
 log = logging.getLogger("coact_verl.oracle")
 _T = TypeVar("_T")
+SLOW_DB_S = 1.0
+RECOVERY_PAGE = 256  # queries recovered concurrently
 
 
 def budget_out(budget: Budget) -> BudgetOut:
@@ -28,13 +33,18 @@ def label_out(label: LabelResult) -> LabelOut:
     return LabelOut(answer=label.answer, correct=list(label.correct), source=label.source)
 
 
+def _name(fn: Callable[..., Any]) -> str:
+    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "?")
+
+
 class OracleCore:
     """The service's behaviour, independent of HTTP.
 
     Args:
         store: the SQLite store.
         backend: the labeller.
-        db_threads: run store calls in worker threads (else inline on the event loop: short transactions).
+        db_threads: run store calls in worker threads (else inline on the event loop, where another process holding
+            the database lock would stall every request).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
         commit_batch: most reservations, or labels, written in one transaction (see :class:`GroupCommit`).
     """
@@ -43,12 +53,13 @@ class OracleCore:
         self,
         store: Store,
         backend: Backend,
-        db_threads: bool = False,
+        db_threads: bool = True,
         lease_s: float = 600.0,
         commit_batch: int = 256,
     ) -> None:
         self.store, self.backend, self._threads, self.lease_s = store, backend, db_threads, lease_s
         self._background: set[asyncio.Task[Any]] = set()
+        self.metrics: collections.Counter[str] = collections.Counter()
         self._inflight: dict[int, asyncio.Future[LabelResult | None]] = {}
         # Fast synchronous backends label inside the charging transaction (one write per batch of queries).
         labeller = getattr(backend, "label_now", None) if getattr(backend, "inline", False) else None
@@ -63,10 +74,26 @@ class OracleCore:
         )
 
     async def db(self, fn: Callable[..., _T], *args: Any, **kwargs: Any) -> _T:
-        """Run a store call inline or in a worker thread."""
-        if self._threads:
-            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
-        return fn(*args, **kwargs)
+        """Run a store call in a worker thread (or inline); a call slower than ``SLOW_DB_S`` (the database locked by
+        another process, a slow disk) is logged and counted in :attr:`metrics`."""
+        started = time.monotonic()
+        try:
+            if self._threads:
+                return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+            return fn(*args, **kwargs)
+        except sqlite3.OperationalError as exc:
+            self.metrics["db_errors_total"] += 1
+            if "locked" in str(exc) or "busy" in str(exc):
+                self.metrics["db_locked_total"] += 1
+            raise
+        finally:
+            elapsed = time.monotonic() - started
+            if elapsed > SLOW_DB_S:
+                self.metrics["db_slow_calls_total"] += 1
+                self.metrics["db_slow_seconds_total"] += elapsed
+                log.warning(
+                    "database call %s took %.1f s (locked by another process or slow disk?)", _name(fn), elapsed
+                )
 
     async def submit(self, body: QueryIn) -> QueryOut:
         """Charge and label one query, idempotently by key."""
@@ -82,6 +109,8 @@ class OracleCore:
         for _ in range(3):
             try:
                 res = await self._reservations.submit(query)
+            except KeyConflict:
+                raise
             except BackendError as exc:  # the transaction rolled back: nothing charged, nothing stored
                 log.warning("labelling %s failed: %s", query.key, exc)
                 return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(self.store.budget()))
@@ -128,15 +157,29 @@ class OracleCore:
         return await self._labels.submit((query.query_id, result))
 
     async def recover(self) -> int:
-        """Label queries charged before a crash but never labelled; returns how many were attempted."""
+        """Label every query charged before a crash but never labelled, a page at a time; returns how many were
+        attempted."""
         if not self.backend.automatic:
             return 0
-        stuck = await self.db(self.store.unfinished)
-        for query in stuck:
-            await self._label_once(query)
-        if stuck:
-            log.info("recovered %d charged but unlabelled queries", len(stuck))
-        return len(stuck)
+        attempted, after = 0, 0
+        while page := await self.db(self.store.unfinished, RECOVERY_PAGE, after):
+            await asyncio.gather(*(self._label_once(query) for query in page))  # the backend bounds concurrency
+            attempted, after = attempted + len(page), page[-1].query_id
+        if attempted:
+            log.info("recovered %d charged but unlabelled queries", attempted)
+        return attempted
+
+    async def expire_human_tasks(self, ttl_s: float) -> None:
+        """Every ``ttl_s / 4`` seconds (at most 30), refund human tasks left unanswered for ``ttl_s`` seconds."""
+        while True:
+            try:
+                expired = await self.db(self.store.expire_pending, ttl_s)
+            except sqlite3.OperationalError as exc:
+                log.warning("expiring human tasks failed: %s", exc)
+            else:
+                if expired:
+                    log.info("expired %d unanswered human tasks (refunded)", expired)
+            await asyncio.sleep(min(ttl_s / 4, 30.0))
 
     def spawn(self, coro: Any) -> None:
         """Run a coroutine in the background, keeping a reference until it ends."""

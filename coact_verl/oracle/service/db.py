@@ -9,12 +9,14 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from coact_verl.oracle.backends.base import BackendError, Candidate, LabelQuery, LabelResult
+from coact_verl.oracle.backends.base import BackendError, LabelQuery, LabelResult
 from coact_verl.oracle.service.annotator_store import AnnotatorOps, token_hash
+from coact_verl.oracle.service.comparison_store import COMPARISON_SCHEMA, ComparisonOps
 from coact_verl.oracle.service.connections import Connections
-from coact_verl.oracle.service.feedback_store import FEEDBACK_SCHEMA, FeedbackOps
+from coact_verl.oracle.service.feedback_store import FEEDBACK_SCHEMA, FeedbackOps, migrate_feedback
+from coact_verl.oracle.service.text_store import TEXT_SCHEMA, decode_candidates, encode_candidates
 
-__all__ = ["Budget", "Reservation", "Store", "check_label", "token_hash"]
+__all__ = ["Budget", "KeyConflict", "Reservation", "Store", "check_label", "token_hash"]
 _SCHEMA = """
 BEGIN IMMEDIATE;
 CREATE TABLE IF NOT EXISTS budget (id INTEGER PRIMARY KEY CHECK (id = 1), total INTEGER, per_step INTEGER,
@@ -41,6 +43,10 @@ _LOOKUP = (
     "SELECT b.total, b.per_step, b.spent, q.id, q.status, (SELECT answer FROM gold WHERE prompt_id = ?)"
     " FROM budget b LEFT JOIN queries q ON q.key = ? WHERE b.id = 1"
 )
+
+
+class KeyConflict(BackendError):
+    """A query key was charged before for another body (HTTP 409; the stored query is left as it was)."""
 
 
 @dataclass(frozen=True)
@@ -74,7 +80,7 @@ def check_label(label: LabelResult, query: LabelQuery) -> None:
         raise ValueError(f"backend gave {len(label.correct)} verdicts for {len(query.candidates)} candidates")
 
 
-class Store(Connections, AnnotatorOps, FeedbackOps):
+class Store(Connections, AnnotatorOps, FeedbackOps, ComparisonOps):
     """The oracle's data: budget, gold, queries, labels, annotators, votes and edits (see :class:`Connections`).
 
     Args:
@@ -95,6 +101,9 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         super().__init__(path, synchronous, busy_timeout_s, checkpoint_every_s)
         self.conn.executescript(_SCHEMA)
         self.conn.executescript(FEEDBACK_SCHEMA)
+        self.conn.executescript(COMPARISON_SCHEMA)
+        self.conn.executescript(TEXT_SCHEMA)
+        migrate_feedback(self.conn)
 
     # -- budget and gold -------------------------------------------------------------------------------------------
     @staticmethod
@@ -120,10 +129,15 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
             return self._budget(conn)
 
     def put_gold(self, answers: Mapping[str, str]) -> int:
-        """Insert or replace hidden gold answers; returns how many were written."""
+        """Insert or replace hidden gold answers; returns how many changed. Answers already stored as given are
+        not written again (no write transaction at all when nothing changed: a restart on a full disk works)."""
+        stored = dict(self.conn.execute("SELECT prompt_id, answer FROM gold").fetchall()) if answers else {}
+        changed = [(k, v) for k, v in answers.items() if stored.get(k) != v]
+        if not changed:
+            return 0
         with self._tx() as conn:
-            conn.executemany("INSERT OR REPLACE INTO gold (prompt_id, answer) VALUES (?, ?)", list(answers.items()))
-            return len(answers)
+            conn.executemany("INSERT OR REPLACE INTO gold (prompt_id, answer) VALUES (?, ?)", changed)
+            return len(changed)
 
     def gold_count(self) -> int:
         """Number of prompts with a gold answer."""
@@ -186,6 +200,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         ).fetchone()
         budget = Budget(total, per_step, spent)
         if row_status in _CHARGED:
+            self._check_same_body(conn, row_id, query)
             label = self._label(conn, row_id) if row_status == "labeled" else None
             return Reservation(self._query(conn, row_id), row_status, False, label, budget)
         if needs_gold and gold is None:
@@ -209,7 +224,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
                 raise BackendError(f"{type(exc).__name__}: {exc}") from exc
             if label is not None:
                 status = "labeled"
-        cands_json = json.dumps([[c.answer, c.response, c.votes] for c in cands])
+        cands_json = encode_candidates(cands, conn)
         values = (query.prompt_id, query.prompt, query.task, query.step, cands_json, status, int(charged))
         if row_id is None:
             row_id = conn.execute(
@@ -233,6 +248,16 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         return Reservation(stored, status, charged, label, budget)
 
     @staticmethod
+    def _check_same_body(conn: sqlite3.Connection, row_id: int, query: LabelQuery) -> None:
+        """Raise :class:`KeyConflict` when a charged key comes back with another prompt, task, step or candidates."""
+        stored = conn.execute(
+            "SELECT prompt_id, prompt, task, step, candidates FROM queries WHERE id = ?", (row_id,)
+        ).fetchone()
+        cands = encode_candidates(query.candidates)
+        if stored != (query.prompt_id, query.prompt, query.task, query.step, cands):
+            raise KeyConflict(f"key {query.key[:64]!r} was used before with another body")
+
+    @staticmethod
     def _step_spent(conn: sqlite3.Connection, step: int) -> int:
         row = conn.execute("SELECT spent FROM step_spent WHERE step = ?", (step,)).fetchone()
         return 0 if row is None else row[0]
@@ -253,7 +278,7 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
             " LEFT JOIN gold g ON g.prompt_id = q.prompt_id WHERE q.id = ?",
             (query_id,),
         ).fetchone()
-        cands = tuple(Candidate(a, r, v) for a, r, v in json.loads(row[5]))
+        cands = decode_candidates(conn, row[5])
         return LabelQuery(query_id, row[0], row[1], row[2], row[3], row[4], cands, row[6])
 
     @staticmethod
@@ -312,20 +337,31 @@ class Store(Connections, AnnotatorOps, FeedbackOps):
         row = self.conn.execute("SELECT status FROM queries WHERE id = ?", (query_id,)).fetchone()
         return None if row is None else row[0]
 
-    def unfinished(self, limit: int = 1000) -> list[LabelQuery]:
-        """Charged queries left in ``labeling`` (the service stopped between charge and label)."""
+    def unfinished(self, limit: int = 1000, after_id: int = 0) -> list[LabelQuery]:
+        """Charged queries left in ``labeling`` (the service stopped between charge and label), in id order from
+        ``after_id`` on: page with the last id returned."""
         conn = self.conn
-        rows = conn.execute("SELECT id FROM queries WHERE status = 'labeling' ORDER BY id LIMIT ?", (limit,)).fetchall()
+        rows = conn.execute(
+            "SELECT id FROM queries WHERE status = 'labeling' AND id > ? ORDER BY id LIMIT ?", (after_id, limit)
+        ).fetchall()
         return [self._query(conn, r[0]) for r in rows]
 
-    def labels_since(self, since_id: int, limit: int) -> list[dict[str, Any]]:
-        """Labels with id > ``since_id`` in id order (ids follow commit order), with their query's prompt and task."""
-        rows = self.conn.execute(
+    def labels_since(self, since_id: int, limit: int, max_chars: int | None = None) -> list[dict[str, Any]]:
+        """Labels with id > ``since_id`` in id order (ids follow commit order), with their query's prompt and task:
+        at most ``limit``, and no more once their texts reach ``max_chars`` characters (always at least one)."""
+        cursor = self.conn.execute(
             "SELECT l.id, l.query_id, q.key, q.prompt_id, q.prompt, q.task, q.step, l.answer, l.correct, l.source,"
             " l.annotator, l.created_at FROM labels l JOIN queries q ON q.id = l.query_id WHERE l.id > ?"
             " ORDER BY l.id LIMIT ?",
             (since_id, limit),
-        ).fetchall()
+        )
+        rows, size = [], 0
+        for row in cursor:
+            rows.append(row)
+            size += len(row[2]) + len(row[3]) + len(row[4]) + len(row[7] or "") + len(row[8])
+            if max_chars is not None and size >= max_chars:
+                break
+        cursor.close()
         out = [dict(zip(_LABEL_FIELDS, r, strict=True)) for r in rows]
         for item in out:
             item["correct"] = json.loads(item["correct"])

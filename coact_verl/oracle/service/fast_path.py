@@ -14,6 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from coact_verl.oracle.service.auth import ADMIN, TRAINER
+from coact_verl.oracle.service.db import KeyConflict
 from coact_verl.oracle.service.schemas import QueryIn
 
 _PATH = "/v1/queries"
@@ -65,7 +66,7 @@ class QueriesFastPath:
             return None
         try:
             out = await state.core.submit(query)
-        except sqlite3.OperationalError:  # the route retries once more and answers 503 (keys are idempotent)
+        except (sqlite3.OperationalError, KeyConflict):  # the route retries and answers 503, or answers 409
             return None
         return out.model_dump_json().encode()
 

@@ -6,34 +6,23 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from coact_verl.oracle.service.schemas import Key, LongText, Task, _Strict
+from coact_verl.oracle.service.schemas import MAX_INT, Key, LongText, Task, _Strict
 
 Side = Literal["a", "b"]
 MAX_BATCH = 1000
 
 
 class VoteIn(_Strict):
-    """A comparison vote; ``key`` makes it idempotent per annotator (a replay returns the stored vote).
+    """A comparison vote on a comparison leased by ``GET /v1/comparisons/next``; ``key`` makes it idempotent per
+    annotator (a replay returns the stored vote, another body under the same key is a 409).
 
-    ``stronger``: the side from the model believed stronger on average; ``picked``: the side the annotator
-    preferred; ``better``: the side known to be better, set only for control votes.
+    ``picked``: the side the annotator preferred. Which side came from the stronger model, and which is known to
+    be better (controls), is the service's own record, never part of a vote.
     """
 
     key: Key
-    prompt_id: Key
-    prompt: LongText
-    task: Task
-    response_a: LongText
-    response_b: LongText
-    stronger: Side
+    ticket: Key
     picked: Side
-    better: Side | None = None
-
-    @model_validator(mode="after")
-    def _distinct(self) -> VoteIn:
-        if self.response_a.strip() == self.response_b.strip():
-            raise ValueError("response_a and response_b must differ")
-        return self
 
 
 class VotesIn(_Strict):
@@ -47,12 +36,11 @@ class VoteOut(BaseModel):
 
     id: int
     key: str
+    ticket: str
     created: bool
     prompt_id: str
     task: str
-    stronger: Side
     picked: Side
-    better: Side | None
     created_at: float
 
 
@@ -61,6 +49,69 @@ class VotesOut(BaseModel):
 
     votes: list[VoteOut]
     created: int
+
+
+class ComparisonIn(_Strict):
+    """A comparison to show annotators: ``stronger`` names the side from the model believed stronger, ``better``
+    (controls only) the side known to be better; ``annotator`` restricts it to one annotator's queue."""
+
+    prompt_id: Key
+    prompt: LongText
+    task: Task
+    response_a: LongText
+    response_b: LongText
+    stronger: Side
+    better: Side | None = None
+    annotator: int | None = Field(None, ge=1, le=MAX_INT)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> ComparisonIn:
+        if self.response_a.strip() == self.response_b.strip():
+            raise ValueError("response_a and response_b must differ")
+        return self
+
+
+class ComparisonsIn(_Strict):
+    """Up to 1000 comparisons, stored in one transaction."""
+
+    comparisons: list[ComparisonIn] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class ComparisonsCreated(BaseModel):
+    """Ids of the new comparisons, and how many comparisons (and controls among them) the service holds."""
+
+    ids: list[int]
+    total: int
+    controls: int
+
+
+class ControlsIn(_Strict):
+    """Make up to ``limit`` control comparisons from gold-labelled queries with a right and a wrong candidate."""
+
+    limit: int = Field(1000, ge=1, le=100_000)
+
+
+class ServedComparisonOut(BaseModel):
+    """A comparison as an annotator sees it: vote on it with its ``ticket``."""
+
+    ticket: str
+    prompt_id: str
+    prompt: str
+    task: str
+    response_a: str
+    response_b: str
+
+
+class ComparisonsOut(BaseModel):
+    """Comparisons leased to the caller (its unvoted ones first); empty when none is left."""
+
+    comparisons: list[ServedComparisonOut]
+
+
+class TrustIn(_Strict):
+    """Weight of an annotator's votes and edits in place of its η̂; ``null`` returns to η̂."""
+
+    trust: float | None = Field(..., ge=0.0, le=1.0, allow_inf_nan=False)
 
 
 class EditIn(_Strict):
@@ -92,7 +143,7 @@ class EditOut(BaseModel):
 
 
 class FeedbackPairOut(BaseModel):
-    """A training pair, chosen ≻ rejected; ``weight`` is 1 for an edit and the annotator's η̂ for a vote."""
+    """A training pair, chosen ≻ rejected; ``weight`` is the annotator's admin-set trust, else its η̂."""
 
     id: int
     kind: Literal["edit", "vote"]
@@ -120,6 +171,7 @@ class AnnotatorQualityOut(BaseModel):
     votes: int
     control_votes: int
     eta: float
+    trust: float | None = None
 
 
 class QualityOut(BaseModel):

@@ -16,6 +16,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from coact_verl.feedback.pairs_from_votes import EditRecord, VoteRecord
+from coact_verl.oracle.service.comparison_store import UnknownTicket, VoteConflict
 
 FEEDBACK_SCHEMA = """
 BEGIN IMMEDIATE;
@@ -38,6 +39,22 @@ _COUNTS = (
     " SUM(better IS NOT NULL AND picked = better), SUM(better IS NOT NULL AND picked <> better)"
     " FROM feedback WHERE kind = 'vote' GROUP BY annotator ORDER BY annotator"
 )
+
+# Columns added after the first release: (table, column, declaration).
+_ADDED_COLUMNS = (("feedback", "ticket", "TEXT"), ("annotators", "trust", "REAL"), ("annotators", "revoked_at", "REAL"))
+
+
+def migrate_feedback(conn: sqlite3.Connection) -> None:
+    """Add the columns that databases of earlier versions lack (one transaction; safe when run concurrently)."""
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        for table, column, declaration in _ADDED_COLUMNS:
+            if column not in {r[1] for r in conn.execute(f"PRAGMA table_info({table})")}:
+                conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+    conn.execute("COMMIT")
 
 
 @dataclass(frozen=True)
@@ -66,47 +83,72 @@ class FeedbackOps:
 
     conn: sqlite3.Connection
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    leased_comparison: Callable[[sqlite3.Connection, int, str], tuple | None]
 
     @staticmethod
-    def _put(conn: sqlite3.Connection, kind: str, annotator_id: int, key: str, values: tuple) -> StoredFeedback:
+    def _put(
+        conn: sqlite3.Connection, kind: str, annotator_id: int, key: str, values: tuple, ticket: str | None = None
+    ) -> StoredFeedback:
         row = conn.execute(
-            f"SELECT {_COLUMNS} FROM feedback WHERE annotator = ? AND kind = ? AND key = ?", (annotator_id, kind, key)
+            f"SELECT {_COLUMNS}, ticket FROM feedback WHERE annotator = ? AND kind = ? AND key = ?",
+            (annotator_id, kind, key),
         ).fetchone()
         if row is not None:
-            return _record(row)
+            if ticket != row[-1] or tuple(row[5:-1]) != values:
+                raise VoteConflict(f"key {key[:64]!r} was stored with another body")
+            return _record(row[:-1])
         new = (kind, annotator_id, key, time.time(), *values)
-        return dataclasses.replace(_record((conn.execute(_INSERT, new).lastrowid, *new)), created=True)
+        fid = conn.execute(_INSERT, new).lastrowid
+        if ticket is not None:
+            conn.execute("UPDATE feedback SET ticket = ? WHERE id = ?", (ticket, fid))
+        return dataclasses.replace(_record((fid, *new)), created=True)
 
-    def put_votes(self, annotator_id: int, votes: Sequence[tuple[str, VoteRecord]]) -> list[StoredFeedback]:
-        """Store ``(key, vote)`` pairs of one annotator in one transaction (all or none), at most once per key.
+    def put_votes(self, annotator_id: int, votes: Sequence[tuple[str, str, str]]) -> list[StoredFeedback]:
+        """Store ``(key, ticket, picked)`` votes of one annotator in one transaction (all or none), at most once
+        per key and once per ticket.
 
-        The votes' ``id`` and ``annotator`` are ignored. A key stored before, or earlier in the same call, gives
-        back the stored vote with ``created=False``.
+        The prompt, responses, ``stronger`` and ``better`` come from the comparison leased under ``ticket``. A key
+        stored before with the same ticket and pick, or earlier in the same call, gives back the stored vote with
+        ``created=False``; with another ticket or pick it raises :class:`VoteConflict`, as does a second key for a
+        ticket already voted on. A ticket not leased to the annotator raises :class:`UnknownTicket`.
         """
+        out = []
         with self._tx() as conn:
-            return [
-                self._put(
-                    conn,
-                    "vote",
-                    annotator_id,
-                    key,
-                    (v.stronger, v.picked, v.better, v.prompt_id, v.task, v.prompt, v.response_a, v.response_b),
-                )
-                for key, v in votes
-            ]
+            for key, ticket, picked in votes:
+                leased = self.leased_comparison(conn, annotator_id, ticket)
+                if leased is None:
+                    raise UnknownTicket(f"ticket {ticket[:64]!r} was not leased to this annotator")
+                voted, prompt_id, prompt, task, response_a, response_b, stronger, better = leased
+                values = (stronger, picked, better, prompt_id, task, prompt, response_a, response_b)
+                known = conn.execute(
+                    "SELECT 1 FROM feedback WHERE annotator = ? AND kind = 'vote' AND key = ?", (annotator_id, key)
+                ).fetchone()
+                if voted and known is None:
+                    raise VoteConflict(f"ticket {ticket[:64]!r} was already voted on")
+                out.append(self._put(conn, "vote", annotator_id, key, values, ticket))
+                conn.execute("UPDATE comparison_leases SET voted = 1 WHERE ticket = ?", (ticket,))
+        return out
 
     def put_edit(self, annotator_id: int, key: str, edit: EditRecord) -> StoredFeedback:
-        """Store an edit of one annotator at most once per key (see :meth:`put_votes`)."""
+        """Store an edit of one annotator at most once per key (another body under that key: :class:`VoteConflict`)."""
         values = (None, None, None, edit.prompt_id, edit.task, edit.prompt, edit.original, edit.edited)
         with self._tx() as conn:
             return self._put(conn, "edit", annotator_id, key, values)
 
-    def feedback_since(self, since_id: int, limit: int) -> list[VoteRecord | EditRecord]:
-        """Votes and edits with id > ``since_id`` in id order (ids follow commit order)."""
-        rows = self.conn.execute(
+    def feedback_since(self, since_id: int, limit: int, max_bytes: int | None = None) -> list[VoteRecord | EditRecord]:
+        """Votes and edits with id > ``since_id`` in id order (ids follow commit order): at most ``limit`` of
+        them, and no more once their texts reach ``max_bytes`` characters (always at least one)."""
+        cursor = self.conn.execute(
             f"SELECT {_COLUMNS} FROM feedback WHERE id > ? ORDER BY id LIMIT ?", (since_id, limit)
-        ).fetchall()
-        return [_record(r).record for r in rows]
+        )
+        out, size = [], 0
+        for row in cursor:
+            out.append(_record(row).record)
+            size += sum(len(t) for t in row[-3:])
+            if max_bytes is not None and size >= max_bytes:
+                break
+        cursor.close()
+        return out
 
     def vote_counts(self) -> dict[int, tuple[int, int, int, int]]:
         """Per annotator: (ordinary votes for the stronger side, ordinary for the weaker, control votes for the
@@ -118,4 +160,4 @@ class FeedbackOps:
         return dict(self.conn.execute("SELECT id, name FROM annotators").fetchall())
 
 
-__all__ = ["FEEDBACK_SCHEMA", "FeedbackOps", "StoredFeedback"]
+__all__ = ["FEEDBACK_SCHEMA", "FeedbackOps", "StoredFeedback", "migrate_feedback"]

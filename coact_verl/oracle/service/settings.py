@@ -37,7 +37,8 @@ class OracleSettings:
         judge_with_gold: give the judge the gold answer when one is stored (CoAct's oracle is a gold verifier).
         judge_max_tokens: completion length bound of one judge request, in tokens.
         db_synchronous: SQLite ``synchronous`` pragma (``NORMAL`` survives process kills; ``FULL`` power loss too).
-        db_threads: run SQLite calls in worker threads instead of on the event loop.
+        db_threads: run SQLite calls in worker threads (``False``: on the event loop, which a lock held by another
+            process then stalls).
         commit_batch: most queries that share one transaction (group commit; 1 commits each query on its own).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
         two_phase: always charge and label in two transactions, checking answers in a worker thread (the default
@@ -46,6 +47,18 @@ class OracleSettings:
         vote_mu: probability, in (0.5, 1], that the stronger model's response is the better one in a comparison
             vote; ``None`` estimates it from the votes (control votes make it identifiable).
         vote_min_eta: default η̂ threshold below which an annotator's votes yield no training pair.
+        body_timeout_s: most seconds to receive a request body (408 after).
+        head_timeout_s: most seconds to receive a request line and headers (408 and close after; httptools only).
+        max_header_bytes: most bytes of request headers (431 beyond).
+        annotator_rps: sustained write requests per second per annotator and worker (429 beyond a 10 s burst).
+        annotator_bytes_per_s: sustained request-body bytes per second per annotator and worker.
+        page_max_bytes: most bytes of text in one page of labels or pairs (pages end early beyond it).
+        verify_lanes: math-verify worker processes of the default equivalence; each query's answers go to the least
+            busy one, so a query with slow answers holds up only its own lane.
+        verify_timeout_s: hard timeout of one math-verify comparison, in seconds (a timeout counts as "not equal").
+        docs: serve ``/docs`` and ``/redoc`` (they load scripts from a CDN on the annotation page's origin).
+        human_task_ttl_s: a human-queue query still unanswered after this many seconds expires: its charge is
+            refunded and it reads ``failed`` (its key may be sent again); ``None``: never.
     """
 
     db_path: str = "oracle.sqlite"
@@ -69,13 +82,23 @@ class OracleSettings:
     judge_with_gold: bool = True
     judge_max_tokens: int = 1024
     db_synchronous: str = "NORMAL"
-    db_threads: bool = False
+    db_threads: bool = True
     commit_batch: int = 256
     lease_s: float = 600.0
     two_phase: bool = False
     fast_path: bool = True
     vote_mu: float | None = None
     vote_min_eta: float = 0.5
+    body_timeout_s: float = 30.0
+    head_timeout_s: float = 10.0
+    max_header_bytes: int = 64 * 1024
+    annotator_rps: float = 20.0
+    annotator_bytes_per_s: float = 512 * 1024
+    page_max_bytes: int = 8 * 1024 * 1024
+    verify_lanes: int = 2
+    verify_timeout_s: float = 5.0
+    docs: bool = False
+    human_task_ttl_s: float | None = None
 
     def to_env(self) -> str:
         """JSON form, for passing to worker processes."""

@@ -1,16 +1,24 @@
-"""Feedback: comparison votes and coactive edits (annotators); training pairs, annotator quality (trainer, admin).
+"""Feedback: comparisons, votes and coactive edits (annotators); training pairs, annotator quality (trainer, admin).
 
-* ``POST /v1/votes`` (annotator) ``VoteIn`` → ``VoteOut``; ``POST /v1/votes/batch`` ``{"votes": [VoteIn]}`` (≤ 1000,
-  one transaction) → ``{"votes": [VoteOut], "created": n}``. Keys are idempotent per annotator.
+* ``POST /v1/comparisons`` (trainer, admin) ``{"comparisons": [ComparisonIn]}``: comparisons with the service's
+  record of which side came from the stronger model and, for controls, which side is better.
+  ``POST /v1/comparisons/controls`` (admin) ``{"limit": n}``: controls from gold-labelled queries.
+* ``GET /v1/comparisons/next?limit=`` (annotator): comparisons leased to the caller, each behind a ticket; controls
+  and ordinary comparisons look the same and come in random order.
+* ``POST /v1/votes`` (annotator) ``{"key", "ticket", "picked"}`` → ``VoteOut``; ``POST /v1/votes/batch``
+  ``{"votes": [VoteIn]}`` (≤ 1000, one transaction). Keys are idempotent per annotator (another body: 409); a ticket
+  not leased to the caller: 404; a second vote on one ticket: 409.
 * ``POST /v1/edits`` (annotator) ``EditIn`` → ``EditOut``: ``edited`` ≻ ``original``; 422 when they do not differ.
 * ``GET /v1/feedback/pairs?since_id=&limit=&min_eta=`` (trainer, admin) → ``{"pairs": [...], "next_since_id"}`` in
-  commit order. Edit: chosen = edited, weight 1. Vote: chosen = picked, weight = the annotator's current η̂. Votes of
-  annotators with η̂ < ``min_eta`` (default: the service's ``vote_min_eta``) are left out of the page, yet
-  ``next_since_id`` moves past them: a page may hold fewer than ``limit`` pairs, even none, and they are not
-  offered again if η̂ later rises. Stop when ``next_since_id`` equals ``since_id``.
+  commit order. Edit: chosen = edited; vote: chosen = picked; the weight of both is the annotator's admin-set trust,
+  else its current η̂ (0 without votes). Records whose weight is below ``min_eta`` (default: the service's
+  ``vote_min_eta``) are left out of the page, yet ``next_since_id`` moves past them: a page may hold fewer than
+  ``limit`` pairs, even none, and they are not offered again if η̂ later rises. Stop when ``next_since_id`` equals
+  ``since_id``.
 * ``GET /v1/annotators/quality`` (trainer, admin) → η̂ per annotator and μ̂ from all votes (EM).
 
-Annotators see only their own stored votes and edits, never an η̂.
+η̂ and μ̂ are fitted from what the service knows: the picks, against the sides it recorded. Annotators see only
+their own stored votes and edits, never an η̂, a control flag or a stronger side.
 """
 
 from __future__ import annotations
@@ -18,20 +26,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Hashable
-from typing import TypeVar
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
-from coact_verl.feedback.pairs_from_votes import EditRecord, VoteRecord, pairs_from_feedback
+from coact_verl.feedback.pairs_from_votes import EditRecord, VoteRecord, edit_to_pair, vote_to_pair
 from coact_verl.oracle.service.auth import ADMIN, ANNOTATOR, TRAINER, Principal, require
+from coact_verl.oracle.service.comparison_store import NewComparison, UnknownTicket, VoteConflict
 from coact_verl.oracle.service.core import OracleCore
 from coact_verl.oracle.service.feedback_schemas import (
     AnnotatorQualityOut,
+    ComparisonsCreated,
+    ComparisonsIn,
+    ComparisonsOut,
+    ControlsIn,
     EditIn,
     EditOut,
     FeedbackPairOut,
     PairsOut,
     QualityOut,
+    ServedComparisonOut,
     VoteIn,
     VoteOut,
     VotesIn,
@@ -42,46 +55,107 @@ from coact_verl.oracle.service.quality import AnnotatorQuality
 from coact_verl.oracle.service.schemas import MAX_INT
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
-_Out = TypeVar("_Out", VoteOut, EditOut)
+_CONFLICT = {409: {"description": "key used before with another body, or ticket already voted on"}}
+_VOTE_ERRORS = {**_CONFLICT, 404: {"description": "ticket not leased to the caller"}}
 
 
-def _vote(body: VoteIn) -> tuple[str, VoteRecord]:
-    """``(key, vote)`` for the store (id and annotator are set there)."""
-    fields = body.model_dump(exclude={"key"})
-    return body.key, VoteRecord(id=0, annotator=None, **fields)
+def _vote_out(stored: StoredFeedback, ticket: str) -> VoteOut:
+    record = stored.record
+    assert isinstance(record, VoteRecord)
+    return VoteOut(
+        id=record.id,
+        key=stored.key,
+        ticket=ticket,
+        created=stored.created,
+        prompt_id=record.prompt_id,
+        task=record.task,
+        picked=record.picked,
+        created_at=stored.created_at,
+    )
 
 
-def _stored_out(model: type[_Out], stored: StoredFeedback) -> _Out:
-    """API form of a stored vote or edit: the record's fields that ``model`` declares (texts are not echoed), with
-    the key and whether this request created it."""
-    fields = {f.name: getattr(stored.record, f.name) for f in dataclasses.fields(stored.record)}
-    fields.update(key=stored.key, created=stored.created, created_at=stored.created_at)
-    return model(**{name: fields[name] for name in model.model_fields})
+def _edit_out(stored: StoredFeedback) -> EditOut:
+    record = stored.record
+    return EditOut(
+        id=record.id,
+        key=stored.key,
+        created=stored.created,
+        prompt_id=record.prompt_id,
+        task=record.task,
+        created_at=stored.created_at,
+    )
 
 
-@router.post("/votes", response_model=VoteOut)
-async def create_vote(body: VoteIn, request: Request, who: Principal = Depends(require(ANNOTATOR))) -> VoteOut:
-    """Store the caller's comparison vote, once per key."""
+async def _put_votes(request: Request, annotator_id: int, votes: list[VoteIn]) -> list[StoredFeedback]:
     core: OracleCore = request.app.state.core
-    stored = await core.db(core.store.put_votes, who.annotator_id, [_vote(body)])
-    return _stored_out(VoteOut, stored[0])
+    try:
+        return await core.db(core.store.put_votes, annotator_id, [(v.key, v.ticket, v.picked) for v in votes])
+    except UnknownTicket as exc:
+        raise HTTPException(status.HTTP_404_NOT_FOUND, str(exc)) from None
+    except VoteConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
 
 
-@router.post("/votes/batch", response_model=VotesOut)
+@router.post("/comparisons", response_model=ComparisonsCreated)
+async def create_comparisons(
+    body: ComparisonsIn, request: Request, _: Principal = Depends(require(TRAINER, ADMIN))
+) -> ComparisonsCreated:
+    """Store comparisons for annotators to vote on (``better`` marks a control)."""
+    core: OracleCore = request.app.state.core
+    items = [NewComparison(**c.model_dump()) for c in body.comparisons]
+    ids = await core.db(core.store.create_comparisons, items)
+    total, controls = await core.db(core.store.comparison_count)
+    return ComparisonsCreated(ids=ids, total=total, controls=controls)
+
+
+@router.post("/comparisons/controls", response_model=ComparisonsCreated)
+async def create_controls(
+    body: ControlsIn, request: Request, _: Principal = Depends(require(ADMIN))
+) -> ComparisonsCreated:
+    """Make control comparisons from gold-labelled queries (a right and a wrong candidate, sides at random)."""
+    core: OracleCore = request.app.state.core
+    await core.db(core.store.controls_from_gold, body.limit)
+    total, controls = await core.db(core.store.comparison_count)
+    return ComparisonsCreated(ids=[], total=total, controls=controls)
+
+
+@router.get("/comparisons/next", response_model=ComparisonsOut)
+async def next_comparisons(
+    request: Request,
+    limit: int = Query(1, ge=1, le=1000, description="most comparisons to lease"),
+    who: Principal = Depends(require(ANNOTATOR)),
+) -> ComparisonsOut:
+    """Lease comparisons to the caller: its unvoted ones first, then new ones in random order."""
+    core: OracleCore = request.app.state.core
+    served = await core.db(core.store.lease_comparisons, who.annotator_id, limit)
+    return ComparisonsOut(comparisons=[ServedComparisonOut(**dataclasses.asdict(c)) for c in served])
+
+
+@router.post("/votes", response_model=VoteOut, responses=_VOTE_ERRORS)
+async def create_vote(body: VoteIn, request: Request, who: Principal = Depends(require(ANNOTATOR))) -> VoteOut:
+    """Store the caller's vote on a leased comparison, once per key."""
+    stored = await _put_votes(request, who.annotator_id, [body])  # type: ignore[arg-type]
+    return _vote_out(stored[0], body.ticket)
+
+
+@router.post("/votes/batch", response_model=VotesOut, responses=_VOTE_ERRORS)
 async def create_votes(body: VotesIn, request: Request, who: Principal = Depends(require(ANNOTATOR))) -> VotesOut:
     """Store up to 1000 votes of the caller in one transaction, once per key."""
-    core: OracleCore = request.app.state.core
-    stored = await core.db(core.store.put_votes, who.annotator_id, [_vote(v) for v in body.votes])
-    return VotesOut(votes=[_stored_out(VoteOut, s) for s in stored], created=sum(s.created for s in stored))
+    stored = await _put_votes(request, who.annotator_id, body.votes)  # type: ignore[arg-type]
+    out = [_vote_out(s, v.ticket) for s, v in zip(stored, body.votes, strict=True)]
+    return VotesOut(votes=out, created=sum(s.created for s in stored))
 
 
-@router.post("/edits", response_model=EditOut)
+@router.post("/edits", response_model=EditOut, responses=_CONFLICT)
 async def create_edit(body: EditIn, request: Request, who: Principal = Depends(require(ANNOTATOR))) -> EditOut:
     """Store the caller's edit of a response (``edited`` ≻ ``original``), once per key."""
     core: OracleCore = request.app.state.core
     edit = EditRecord(0, None, body.prompt_id, body.prompt, body.task, body.original, body.edited)
-    stored = await core.db(core.store.put_edit, who.annotator_id, body.key, edit)
-    return _stored_out(EditOut, stored)
+    try:
+        stored = await core.db(core.store.put_edit, who.annotator_id, body.key, edit)
+    except VoteConflict as exc:
+        raise HTTPException(status.HTTP_409_CONFLICT, str(exc)) from None
+    return _edit_out(stored)
 
 
 @router.get("/feedback/pairs", response_model=PairsOut)
@@ -94,26 +168,20 @@ async def read_pairs(
 ) -> PairsOut:
     """Preference pairs from edits and votes in commit order (see the module docstring for the filter)."""
     core: OracleCore = request.app.state.core
-    records = await core.db(core.store.feedback_since, since_id, limit)
-    eta: dict[Hashable, float] = {}
-    if any(isinstance(r, VoteRecord) for r in records):  # counts read after the page: they cover its votes
+    records = await core.db(core.store.feedback_since, since_id, limit, request.app.state.settings.page_max_bytes)
+    weights: dict[Hashable, float] = {}
+    if records:  # counts read after the page: they cover its votes
         quality: AnnotatorQuality = request.app.state.quality
-        eta = (await asyncio.to_thread(quality.estimate, await core.db(core.store.vote_counts))).eta
+        weights = dict((await asyncio.to_thread(quality.estimate, await core.db(core.store.vote_counts))).eta)
+        weights.update(await core.db(core.store.annotator_trust))
     threshold = request.app.state.settings.vote_min_eta if min_eta is None else min_eta
-    pairs = [
-        FeedbackPairOut(
-            id=p.id,
-            kind=p.kind,
-            prompt_id=p.prompt_id,
-            prompt=p.prompt,
-            task=p.task,
-            chosen=p.chosen,
-            rejected=p.rejected,
-            weight=p.weight,
-            annotator=p.annotator,  # type: ignore[arg-type]
-        )
-        for p in pairs_from_feedback(records, eta, threshold)
-    ]
+    pairs = []
+    for record in records:
+        weight = float(weights.get(record.annotator, 0.0))
+        if weight < threshold:
+            continue
+        pair = edit_to_pair(record) if isinstance(record, EditRecord) else vote_to_pair(record, weight)
+        pairs.append(FeedbackPairOut(**{**dataclasses.asdict(pair), "weight": weight}))
     return PairsOut(pairs=pairs, next_since_id=records[-1].id if records else since_id)
 
 
@@ -124,9 +192,12 @@ async def read_quality(request: Request, _: Principal = Depends(require(TRAINER,
     quality: AnnotatorQuality = request.app.state.quality
     counts = await core.db(core.store.vote_counts)
     names = await core.db(core.store.annotator_names)
+    trust = await core.db(core.store.annotator_trust)
     result = await asyncio.to_thread(quality.estimate, counts)
     annotators = [
-        AnnotatorQualityOut(id=a, name=names.get(a, ""), votes=sum(c), control_votes=c[2] + c[3], eta=result.eta[a])
+        AnnotatorQualityOut(
+            id=a, name=names.get(a, ""), votes=sum(c), control_votes=c[2] + c[3], eta=result.eta[a], trust=trust.get(a)
+        )
         for a, c in counts.items()
     ]
     mu = quality.mu if quality.mu is not None else (result.mu if any(c[0] + c[1] for c in counts.values()) else None)

@@ -1,8 +1,9 @@
-"""Liveness probe (no auth)."""
+"""Liveness probe and counters (no auth)."""
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import PlainTextResponse
 
 from coact_verl.oracle.service.schemas import Health
 
@@ -13,3 +14,12 @@ router = APIRouter(tags=["health"])
 async def read_health(request: Request) -> Health:
     """The service is up and its store is open."""
     return Health(backend=request.app.state.core.backend.name)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+async def read_metrics(request: Request) -> PlainTextResponse:
+    """Counters of this worker in Prometheus text format: slow and failed database calls (a database locked by
+    another process shows up here and in the log)."""
+    metrics = request.app.state.core.metrics
+    names = ("db_slow_calls_total", "db_slow_seconds_total", "db_locked_total", "db_errors_total")
+    return PlainTextResponse("".join(f"oracle_{name} {metrics[name]:g}\n" for name in names))

@@ -11,7 +11,7 @@ from coact_verl.oracle.service.schemas import MAX_INT, LabelOut, LabelRecord, La
 router = APIRouter(prefix="/v1", tags=["trainer"])
 
 
-@router.post("/queries", response_model=QueryOut)
+@router.post("/queries", response_model=QueryOut, responses={409: {"description": "key used before with another body"}})
 async def create_query(body: QueryIn, request: Request, _: Principal = Depends(require(TRAINER, ADMIN))) -> Response:
     """Ask for a label; automatic backends answer now, ``human`` answers ``pending``. Idempotent by ``key``."""
     core: OracleCore = request.app.state.core
@@ -26,9 +26,10 @@ async def read_labels(
     limit: int = Query(500, ge=1, le=5000, description="page size"),
     _: Principal = Depends(require(TRAINER, ADMIN)),
 ) -> LabelsOut:
-    """Labels in id order (commit order), e.g. to collect late human labels with their prompt and task."""
+    """Labels in id order (commit order), e.g. to collect late human labels with their prompt and task; a page ends
+    early once its texts reach the service's ``page_max_bytes`` characters."""
     core: OracleCore = request.app.state.core
-    rows = await core.db(core.store.labels_since, since_id, limit)
+    rows = await core.db(core.store.labels_since, since_id, limit, request.app.state.settings.page_max_bytes)
     records = [
         LabelRecord(
             id=r["id"],
