@@ -11,14 +11,25 @@ from coact_verl.router.bands import (
     default_route,
     split_budget,
 )
-from coact_verl.router.embedding import Embedder, HashingEmbedder, MiniLMEmbedder, knn_distance, l2_normalise
+from coact_verl.router.embedding import (
+    Embedder,
+    HashingEmbedder,
+    MiniLMEmbedder,
+    knn_distance,
+    l2_normalise,
+    make_embedder,
+)
+from coact_verl.router.learning import Audit, BranchYield, Calibration, wilson_interval
 from coact_verl.router.router import Router
 from coact_verl.router.select import POLICIES, RoutingPolicy, get_policy, register_policy
 
 __all__ = [
     "POLICIES",
     "Action",
+    "Audit",
     "Band",
+    "BranchYield",
+    "Calibration",
     "Embedder",
     "GroupView",
     "HashingEmbedder",
@@ -33,6 +44,8 @@ __all__ = [
     "get_policy",
     "knn_distance",
     "l2_normalise",
+    "make_embedder",
     "register_policy",
     "split_budget",
+    "wilson_interval",
 ]

@@ -41,13 +41,14 @@ class Reason(str, Enum):
     LOW_AGREEMENT = "low_agreement"  # ORACLE: among the least-consistent groups
     KNN = "knn"  # ORACLE: self-label band, far from oracle-verified prompts
     SPOT_CHECK = "spot_check"  # ORACLE: random audit of a unanimous group
+    AUDIT = "audit"  # ORACLE: uniformly random self-labelled group, to estimate self-label precision
     RANDOM = "random"  # ORACLE: the random baseline policy
     ALL = "all"  # ORACLE: the full-label baseline
     BELOW_THRESHOLD = "below_threshold"  # DROP: ρ < τ_self and not queried
     UNANIMOUS = "unanimous"  # DROP: unanimous groups are not self-labelled
 
 
-ORACLE_REASONS = (Reason.LOW_AGREEMENT, Reason.KNN, Reason.SPOT_CHECK, Reason.RANDOM, Reason.ALL)
+ORACLE_REASONS = (Reason.LOW_AGREEMENT, Reason.KNN, Reason.SPOT_CHECK, Reason.AUDIT, Reason.RANDOM, Reason.ALL)
 
 
 @dataclass(frozen=True)
@@ -99,12 +100,17 @@ class GroupView:
         unanimous: whether all responses share one answer cluster; ``None`` infers it from ``agreement >= 1``.
         embedding: optional prompt embedding, shape ``(d,)``, L2-normalised (for the k-NN branch).
         prompt_id: optional identifier, carried through for the caller's bookkeeping.
+        task: optional answer format (``gsm8k``, ``math``, ...), for the per-task calibration of τ_self.
+        runner_up: optional share of responses in the second-largest answer cluster (0 when there is none);
+            among groups of equal agreement, a closer contest (larger runner-up) is queried first.
     """
 
     agreement: float
     unanimous: bool | None = None
     embedding: np.ndarray | None = None
     prompt_id: str | None = None
+    task: str | None = None
+    runner_up: float | None = None
 
     def __post_init__(self) -> None:
         if not (0.0 <= self.agreement <= 1.0) or math.isnan(self.agreement):

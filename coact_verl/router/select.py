@@ -4,33 +4,38 @@ Policies are looked up by name in :data:`POLICIES` (``RouterConfig.policy``); :f
 
 **Step mode** (``route_step``: all of a step's groups at once, deterministic, ties broken by group index):
 
-* ``coact``: (1) spot checks: each unanimous group is audited with probability ``spot_check_rate`` while
-  budget remains; (2) the remaining budget B is split into B_knn = ⌊knn_share·B⌋ and B_low = B − B_knn;
-  (3) the B_low non-unanimous groups with the lowest ρ go to the oracle (``low_agreement``; this can reach
-  into the self band when few groups are below τ_self); (4) B_knn of the remaining self-band groups with the
-  largest k-NN distance to oracle-verified prompts go to the oracle (``knn``). Groups without an embedding
-  rank after embedded ones; before anything is verified the k-NN share falls back to the lowest-ρ members
-  of the self band (CoAct's iteration 0), and a k-NN share the self band cannot fill goes to the next
-  lowest-ρ groups. Everything else keeps its band default (SELF or DROP).
-* ``lowest_agreement``: spot checks, then the whole budget to the lowest-ρ non-unanimous groups.
-* ``random``: the budget goes to uniformly random groups (any band); the rest keep their band default.
+* ``coact``: (0) audit: ⌊audit_share·B⌋ (with carry) uniformly random self-labelled groups, unanimous ones
+  included (``audit``); (1) spot checks: each unanimous group is audited with probability
+  ``spot_check_rate`` while budget remains; (2) the remaining budget B is split into B_knn = ⌊knn_share·B⌋
+  and B_low = B − B_knn; (3) the B_low non-unanimous groups with the lowest ρ go to the oracle
+  (``low_agreement``; this can reach into the self band when few groups are below τ_self); (4) B_knn of the
+  remaining self-band groups with the largest k-NN distance to oracle-verified prompts go to the oracle
+  (``knn``). Groups without an embedding rank after embedded ones; before anything is verified the k-NN
+  share falls back to the lowest-ρ members of the self band (CoAct's iteration 0), and a k-NN share the
+  self band cannot fill goes to the next lowest-ρ groups. Everything else keeps its default (SELF or DROP).
+  Among groups of equal ρ, the one with the larger runner-up cluster (a closer contest) goes first.
+* ``adaptive``: audit and spot checks as above, then the budget is split across the branches
+  ``low_agreement``, ``knn`` (once some prompt is verified) and ``spot_check`` (unanimous groups) by
+  Thompson sampling on Beta posteriors of each branch's measured yield (the share of its oracle labels
+  that changed the training target), see :meth:`~coact_verl.router.router.Router.branch_shares`.
+* ``lowest_agreement``: audit, spot checks, then the whole budget to the lowest-ρ non-unanimous groups.
+* ``random``: the budget goes to uniformly random groups (any band); the rest keep their default.
 * ``self_only``: never the oracle (TTRL-like). ``gold_all``: every group to the oracle, ignoring budgets.
 
-**Online mode** (``route_online``: groups stream in one at a time). A pacing rule replaces sorting. The
-router keeps windows of the last W agreements (all groups), of the last W agreements and k-NN distances of
-self-band groups, and of the band of the last W groups. With s = ``oracle_share_per_step``:
+The band and default route of a group come from the router (:meth:`~coact_verl.router.router.Router.band`):
+CoAct's fixed τ_self, unless ``self_label_precision`` calibrates it or the audit's collapse guard raised it.
 
-* a group goes to the oracle for ``low_agreement`` when its ρ lies in the lowest s·(1 − knn_share) of the ρ
-  window (the window includes the group itself), see :func:`admit_lowest`;
-* a self-band group goes to the oracle for ``knn`` when its distance lies in the highest
-  s·knn_share / f_self of the distance window, where f_self is the self-band share of recent groups (so the
-  k-NN branch also spends about s·knn_share of all groups); with no verified prompt yet it uses the lowest
-  ρ of the self-band window instead;
-* both only while the per-step budget (⌊s·n⌋ with carry when the step size n is announced, else ⌈s·seen⌉)
-  and the total budget remain. Ties in the windows (ρ takes few values) are broken at random so that the
-  expected admitted share equals the target share exactly. The first groups of a run are judged against a
-  short window (the very first one alone, so it is admitted with probability equal to the share); the
-  window fills after W groups and then tracks drift in ρ and in the distances as the policy changes.
+**Online mode** (``route_online``: groups stream in one at a time). Quota pacing replaces sorting. Each
+acquisition branch gets a quota of the step budget (``coact``: 1 − knn_share and knn_share of what the
+audit leaves; ``adaptive``: its Thompson share) and keeps a window of the last W scores of the groups it
+may route (ρ of non-unanimous groups; k-NN distances of self-band groups; before anything is verified, ρ
+of self-band groups). A candidate is admitted when its score lies in the best q of its branch's window,
+with q = (quota left) / (1 + expected candidates still to come in the step), so the quota is used up by
+the step's end; quota a branch cannot place with the candidates still expected flows to the others.
+When the step size is not announced (``begin_step(None)``) the router expects as many groups as the
+previous step had and caps the spend at ⌈s·seen⌉ at all times; in the very first such step it paces at
+the quota's rate. Ties in the windows (ρ takes few values) are broken at random so that the expected
+admitted share equals the target share exactly.
 """
 
 from __future__ import annotations
@@ -58,13 +63,41 @@ from coact_verl.router.bands import (
 KnnScorer = Callable[[Sequence[GroupView], Sequence[int]], np.ndarray | None]
 
 
+def _fixed_band(cfg: RouterConfig) -> Callable[[GroupView], Band]:
+    return lambda g: band_of(g, cfg.self_label_threshold)
+
+
+def _fixed_default(cfg: RouterConfig) -> Callable[[GroupView], Route]:
+    return lambda g: default_route(g, cfg.self_label_threshold, cfg.self_label_unanimous)
+
+
 @dataclass
 class StepContext:
-    """What a policy needs besides the groups in step mode."""
+    """What a policy needs besides the groups in step mode.
+
+    ``band``/``default`` give a group's band and its route when the oracle does not see it (the router passes
+    its calibrated, audit-guarded versions; without them the fixed τ_self rule applies). ``shares`` splits a
+    budget across acquisition branches (the ``adaptive`` policy) and ``audit_count`` is the number of audit
+    labels to take out of a step budget.
+    """
 
     cfg: RouterConfig
     rng: np.random.Generator
     knn_scores: KnnScorer
+    band: Callable[[GroupView], Band] | None = None
+    default: Callable[[GroupView], Route] | None = None
+    shares: Callable[[Sequence[str]], dict[str, float]] | None = None
+    audit_count: Callable[[int], int] | None = None
+
+    def __post_init__(self) -> None:
+        if self.band is None:
+            self.band = _fixed_band(self.cfg)
+        if self.default is None:
+            self.default = _fixed_default(self.cfg)
+        if self.shares is None:
+            self.shares = lambda branches: {b: 1.0 / len(branches) for b in branches} if branches else {}
+        if self.audit_count is None:
+            self.audit_count = lambda budget: 0
 
 
 class OnlineContext(Protocol):
@@ -75,6 +108,18 @@ class OnlineContext(Protocol):
 
     def has_budget(self) -> bool:
         """Whether the per-step and total oracle budgets both have room for one more group."""
+        ...
+
+    def band(self, group: GroupView) -> Band:
+        """The group's band under the router's current (calibrated, guarded) self-label rule."""
+        ...
+
+    def default(self, group: GroupView) -> Route:
+        """The group's route when the oracle does not see it."""
+        ...
+
+    def admit(self, branch: str, group: GroupView) -> bool:
+        """Quota pacing: whether ``branch`` spends one of its labels of this step on ``group``."""
         ...
 
     def admit_low_agreement(self, group: GroupView, share: float) -> bool:
@@ -121,8 +166,8 @@ def get_policy(name: str) -> RoutingPolicy:
 
 # ---------------------------------------------------------------------------------------------- primitives
 def lowest_agreement(groups: Sequence[GroupView], candidates: Sequence[int], k: int) -> list[int]:
-    """The ``k`` candidate indices with the lowest agreement (ties: lower index first)."""
-    return sorted(candidates, key=lambda i: (groups[i].agreement, i))[: max(k, 0)]
+    """The ``k`` candidate indices with the lowest agreement (ties: larger runner-up share, then lower index)."""
+    return sorted(candidates, key=lambda i: (groups[i].agreement, -(groups[i].runner_up or 0.0), i))[: max(k, 0)]
 
 
 def farthest(groups: Sequence[GroupView], candidates: Sequence[int], scores: np.ndarray | None, k: int) -> list[int]:
@@ -160,7 +205,7 @@ def admit_highest(window: Sequence[float], value: float, share: float, rng: np.r
 def _spot_checks(groups: Sequence[GroupView], routes: list[Route], budget: int, ctx: StepContext) -> int:
     """Send unanimous groups to the oracle with probability ``spot_check_rate``; returns the budget left."""
     rate = ctx.cfg.spot_check_rate
-    unanimous = [i for i, g in enumerate(groups) if g.is_unanimous]
+    unanimous = [i for i, g in enumerate(groups) if g.is_unanimous and not routes[i].is_oracle]
     if rate <= 0.0 or not unanimous:
         return budget
     draws = ctx.rng.random(len(unanimous))
@@ -171,15 +216,31 @@ def _spot_checks(groups: Sequence[GroupView], routes: list[Route], budget: int, 
     return budget
 
 
-def _defaults(groups: Sequence[GroupView], cfg: RouterConfig) -> list[Route]:
-    return [default_route(g, cfg.self_label_threshold, cfg.self_label_unanimous) for g in groups]
+def _audit(groups: Sequence[GroupView], routes: list[Route], budget: int, ctx: StepContext) -> int:
+    """Send ``audit_count(budget)`` uniformly random self-labelled groups to the oracle; returns the budget left."""
+    want = min(ctx.audit_count(budget), budget)  # type: ignore[misc]
+    pool = [i for i, r in enumerate(routes) if r.is_self]
+    size = min(want, len(pool))
+    if size <= 0:
+        return budget
+    for i in ctx.rng.choice(pool, size=size, replace=False).tolist():
+        routes[i] = oracle_route(Reason.AUDIT)
+    return budget - size
 
 
-def _spot_check_online(group: GroupView, ctx: OnlineContext) -> Route | None:
+def _defaults(groups: Sequence[GroupView], ctx: StepContext) -> list[Route]:
+    return [ctx.default(g) for g in groups]  # type: ignore[misc]
+
+
+def _online_prefix(group: GroupView, ctx: OnlineContext) -> tuple[Route, Route | None]:
+    """(default route, audit or spot-check route if one applies): the checks every budgeted policy runs first."""
+    default = ctx.default(group)
+    if default.is_self and ctx.cfg.audit_share > 0.0 and ctx.admit("audit", group):
+        return default, oracle_route(Reason.AUDIT)
     rate = ctx.cfg.spot_check_rate
     if group.is_unanimous and rate > 0.0 and ctx.rng.random() < rate and ctx.has_budget():
-        return oracle_route(Reason.SPOT_CHECK)
-    return None
+        return default, oracle_route(Reason.SPOT_CHECK)
+    return default, None
 
 
 # ------------------------------------------------------------------------------------------------ policies
@@ -191,14 +252,14 @@ class CoActPolicy:
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         cfg = ctx.cfg
-        routes = _defaults(groups, cfg)
-        left = _spot_checks(groups, routes, budget, ctx)
+        routes = _defaults(groups, ctx)
+        left = _audit(groups, routes, budget, ctx)
+        left = _spot_checks(groups, routes, left, ctx)
         b_low, b_knn = split_budget(left, cfg.knn_share)
-        open_ = [i for i, g in enumerate(groups) if not g.is_unanimous]
+        open_ = [i for i, g in enumerate(groups) if not g.is_unanimous and not routes[i].is_oracle]
         for i in lowest_agreement(groups, open_, b_low):
             routes[i] = oracle_route(Reason.LOW_AGREEMENT)
-        tau = cfg.self_label_threshold
-        band = [i for i in open_ if not routes[i].is_oracle and band_of(groups[i], tau) is Band.SELF]
+        band = [i for i in open_ if not routes[i].is_oracle and ctx.band(groups[i]) is Band.SELF]  # type: ignore[misc]
         knn = farthest(groups, band, ctx.knn_scores(groups, band), b_knn) if b_knn > 0 and band else []
         for i in knn:
             routes[i] = oracle_route(Reason.KNN)
@@ -209,18 +270,95 @@ class CoActPolicy:
         return routes
 
     def route_online(self, group: GroupView, ctx: OnlineContext) -> Route:
-        cfg = ctx.cfg
-        default = default_route(group, cfg.self_label_threshold, cfg.self_label_unanimous)
+        default, first = _online_prefix(group, ctx)
+        if first is not None:
+            return first
         if group.is_unanimous:
-            return _spot_check_online(group, ctx) or default
-        if not ctx.has_budget():
             return default
-        share = cfg.oracle_share_per_step
-        if ctx.admit_low_agreement(group, share * (1.0 - cfg.knn_share)):
+        if ctx.admit("low_agreement", group):
             return oracle_route(Reason.LOW_AGREEMENT)
-        if band_of(group, cfg.self_label_threshold) is Band.SELF and ctx.admit_far(group, share * cfg.knn_share):
+        if ctx.band(group) is Band.SELF and ctx.admit("knn", group):
             return oracle_route(Reason.KNN)
         return default
+
+
+@register_policy("adaptive")
+class AdaptivePolicy:
+    """Audit, then the budget split across branches by their measured yield (Thompson sampling).
+
+    The branches are ``low_agreement`` (lowest-ρ non-unanimous groups), ``knn`` (self-band groups farthest
+    from oracle-verified prompts; only once some prompt is verified) and ``spot_check`` (unanimous groups in
+    random order). Each step the router gives every branch a share of the budget equal to the posterior
+    probability that its yield (share of its labels that changed the training target) is the highest, with
+    a small floor for exploration; labels a branch cannot place flow to the others.
+    """
+
+    uses_knn = True
+
+    def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
+        routes = _defaults(groups, ctx)
+        left = _audit(groups, routes, budget, ctx)
+        left = _spot_checks(groups, routes, left, ctx)
+        if left <= 0:
+            return routes
+        open_ = [i for i, g in enumerate(groups) if not g.is_unanimous and not routes[i].is_oracle]
+        band = [i for i in open_ if ctx.band(groups[i]) is Band.SELF]  # type: ignore[misc]
+        scores = ctx.knn_scores(groups, band) if band else None
+        unanimous = [i for i, g in enumerate(groups) if g.is_unanimous and not routes[i].is_oracle]
+        ranked: dict[str, list[int]] = {"low_agreement": lowest_agreement(groups, open_, len(open_))}
+        if scores is not None:
+            ranked["knn"] = farthest(groups, band, scores, len(band))
+        if unanimous:
+            ranked["spot_check"] = [unanimous[j] for j in ctx.rng.permutation(len(unanimous))]
+        ranked = {b: idx for b, idx in ranked.items() if idx}
+        shares = ctx.shares(list(ranked))  # type: ignore[misc]
+        quota = allocate(left, shares)
+        reasons = {"low_agreement": Reason.LOW_AGREEMENT, "knn": Reason.KNN, "spot_check": Reason.SPOT_CHECK}
+        pos = dict.fromkeys(ranked, 0)
+
+        def take(branch: str) -> bool:
+            idx = ranked[branch]
+            while pos[branch] < len(idx) and routes[idx[pos[branch]]].is_oracle:
+                pos[branch] += 1
+            if pos[branch] >= len(idx):
+                return False
+            routes[idx[pos[branch]]] = oracle_route(reasons[branch])
+            return True
+
+        for branch in sorted(ranked, key=lambda b: -shares.get(b, 0.0)):
+            for _ in range(quota.get(branch, 0)):
+                if not take(branch):
+                    break
+                left -= 1
+        for branch in sorted(ranked, key=lambda b: -shares.get(b, 0.0)):  # what a branch could not place
+            while left > 0 and take(branch):
+                left -= 1
+        return routes
+
+    def route_online(self, group: GroupView, ctx: OnlineContext) -> Route:
+        default, first = _online_prefix(group, ctx)
+        if first is not None:
+            return first
+        if group.is_unanimous:
+            return oracle_route(Reason.SPOT_CHECK) if ctx.admit("spot_check", group) else default
+        if ctx.admit("low_agreement", group):
+            return oracle_route(Reason.LOW_AGREEMENT)
+        if ctx.band(group) is Band.SELF and ctx.admit("knn", group):
+            return oracle_route(Reason.KNN)
+        return default
+
+
+def allocate(budget: int, shares: dict[str, float]) -> dict[str, int]:
+    """Split ``budget`` by ``shares`` (largest remainder; ties by name); the parts sum to ``budget``."""
+    if budget <= 0 or not shares:
+        return dict.fromkeys(shares, 0)
+    total = sum(shares.values()) or 1.0
+    exact = {b: budget * w / total for b, w in shares.items()}
+    parts = {b: int(np.floor(v + 1e-9)) for b, v in exact.items()}
+    rest = budget - sum(parts.values())
+    for b in sorted(exact, key=lambda b: (-(exact[b] - parts[b]), b))[:rest]:
+        parts[b] += 1
+    return parts
 
 
 @register_policy("lowest_agreement")
@@ -230,19 +368,19 @@ class LowestAgreementPolicy:
     uses_knn = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
-        routes = _defaults(groups, ctx.cfg)
-        left = _spot_checks(groups, routes, budget, ctx)
-        open_ = [i for i, g in enumerate(groups) if not g.is_unanimous]
+        routes = _defaults(groups, ctx)
+        left = _audit(groups, routes, budget, ctx)
+        left = _spot_checks(groups, routes, left, ctx)
+        open_ = [i for i, g in enumerate(groups) if not g.is_unanimous and not routes[i].is_oracle]
         for i in lowest_agreement(groups, open_, left):
             routes[i] = oracle_route(Reason.LOW_AGREEMENT)
         return routes
 
     def route_online(self, group: GroupView, ctx: OnlineContext) -> Route:
-        cfg = ctx.cfg
-        default = default_route(group, cfg.self_label_threshold, cfg.self_label_unanimous)
-        if group.is_unanimous:
-            return _spot_check_online(group, ctx) or default
-        if ctx.has_budget() and ctx.admit_low_agreement(group, cfg.oracle_share_per_step):
+        default, first = _online_prefix(group, ctx)
+        if first is not None:
+            return first
+        if not group.is_unanimous and ctx.admit("low_agreement", group):
             return oracle_route(Reason.LOW_AGREEMENT)
         return default
 
@@ -254,17 +392,16 @@ class RandomPolicy:
     uses_knn = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
-        routes = _defaults(groups, ctx.cfg)
+        routes = _defaults(groups, ctx)
         size = min(max(budget, 0), len(groups))
         for i in sorted(ctx.rng.choice(len(groups), size=size, replace=False).tolist()) if size else []:
             routes[i] = oracle_route(Reason.RANDOM)
         return routes
 
     def route_online(self, group: GroupView, ctx: OnlineContext) -> Route:
-        cfg = ctx.cfg
-        if ctx.rng.random() < cfg.oracle_share_per_step and ctx.has_budget():
+        if ctx.admit("random", group):
             return oracle_route(Reason.RANDOM)
-        return default_route(group, cfg.self_label_threshold, cfg.self_label_unanimous)
+        return ctx.default(group)
 
 
 @register_policy("self_only")
@@ -274,10 +411,10 @@ class SelfOnlyPolicy:
     uses_knn = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
-        return _defaults(groups, ctx.cfg)
+        return _defaults(groups, ctx)
 
     def route_online(self, group: GroupView, ctx: OnlineContext) -> Route:
-        return default_route(group, ctx.cfg.self_label_threshold, ctx.cfg.self_label_unanimous)
+        return ctx.default(group)
 
 
 @register_policy("gold_all")

