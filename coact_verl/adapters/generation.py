@@ -137,6 +137,16 @@ class CoActGenerationMixin:
             n = int(rollout.n)
             return [list(flat[i * n : (i + 1) * n]) for i in range(len(questions))]
 
+        def prompt_tokens(question: str) -> int:  # the prompt a question is answered and trained with
+            messages = [{"role": "user", "content": f"{question} {TASK_INSTRUCTIONS[task]}"}]
+            text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+        # verl left-truncates a longer training prompt and the rollout server refuses one that fills its context.
+        max_prompt_tokens = int(rollout.prompt_length)
+        if getattr(rollout, "max_model_len", None):
+            max_prompt_tokens = min(max_prompt_tokens, int(rollout.max_model_len) - 1)
+
         return await run_generation_round(
             self.pool,
             self.coact.generation,  # type: ignore[attr-defined]
@@ -145,6 +155,8 @@ class CoActGenerationMixin:
             write_questions,
             answer_questions,
             self._metric_clusterer(),  # type: ignore[attr-defined]
+            prompt_tokens=prompt_tokens,
+            max_prompt_tokens=max_prompt_tokens,
         )
 
     # ------------------------------------------------------------------ pool prompts into training

@@ -5,8 +5,9 @@ One round (:func:`run_generation_round`):
 1. for each new question, sample ``num_shots`` oracle-verified seed questions from the pool and build a
    few-shot chat prompt (:func:`build_generation_prompt`);
 2. the policy writes one question per prompt (the ``write_questions`` callable);
-3. :func:`parse_generated_question` cleans each text and rejects malformed ones; duplicates of pool prompts
-   and of questions written earlier in the round are rejected as ``duplicate``;
+3. :func:`parse_generated_question` cleans each text and rejects malformed ones; a question whose prompt
+   has more tokens than the rollout takes (``max_prompt_tokens``) is rejected as ``prompt_too_long``;
+   duplicates of pool prompts and of questions written earlier in the round are rejected as ``duplicate``;
 4. the policy answers each remaining question n times (the ``answer_questions`` callable);
 5. :func:`admit` keeps a question when τ_gen ≤ agreement < 1: the model can *almost* solve it. Its majority
    answer becomes its self-label and it joins the pool as ``generated`` (queued for training).
@@ -30,7 +31,7 @@ from coact_verl.pool.pool import GENERATED_SOURCE, PromptPool
 Messages = list[dict[str, str]]
 PARSE_REASONS = ("empty", "too_long", "contains_answer", "no_question", "copy_of_seed")
 ADMIT_REASONS = ("no_answer", "unanimous", "low_agreement")
-REJECT_REASONS = (*PARSE_REASONS, "duplicate", *ADMIT_REASONS)
+REJECT_REASONS = (*PARSE_REASONS, "prompt_too_long", "duplicate", *ADMIT_REASONS)
 ADMITTED = "admitted"
 OK = "ok"
 
@@ -213,6 +214,7 @@ class GenerationRound:
 
 WriteQuestions = Callable[[list[Messages]], Awaitable[list[str]]]
 AnswerQuestions = Callable[[list[str]], Awaitable[list[list[str]]]]
+PromptTokens = Callable[[str], int]
 
 
 async def run_generation_round(
@@ -224,6 +226,8 @@ async def run_generation_round(
     answer_questions: AnswerQuestions,
     clusterer: AnswerClusterer,
     num_questions: int | None = None,
+    prompt_tokens: PromptTokens | None = None,
+    max_prompt_tokens: int | None = None,
 ) -> GenerationRound:
     """One generation round; admitted questions are added to ``pool`` (provenance ``generated``, queued).
 
@@ -237,10 +241,17 @@ async def run_generation_round(
             must end in the task's answer format (e.g. prompt with :data:`~coact_verl.pool.pool.TASK_INSTRUCTIONS`).
         clusterer: groups the answers (see :func:`coact_verl.consistency.score_groups`).
         num_questions: overrides ``config.num_questions``.
+        prompt_tokens: question -> token count of the prompt it is answered and trained with (question and
+            answer instruction, chat template applied).
+        max_prompt_tokens: the most prompt tokens the rollout takes (verl: ``rollout.prompt_length``, i.e.
+            ``data.max_prompt_length``, and below ``rollout.max_model_len``); a longer question is rejected as
+            ``prompt_too_long`` before it is answered. Needs ``prompt_tokens``; ``None``: no token limit.
 
     Returns:
         The round's counters; a pool without seeds gives an empty round (no callable is called).
     """
+    if max_prompt_tokens is not None and (prompt_tokens is None or max_prompt_tokens < 1):
+        raise ValueError("max_prompt_tokens must be >= 1 and needs prompt_tokens")
     count = config.num_questions if num_questions is None else num_questions
     result = GenerationRound(step=step, task=task, seeds_available=len(pool.seeds()))
     if count <= 0 or result.seeds_available == 0:
@@ -260,6 +271,10 @@ async def run_generation_round(
         )
         if question is None:
             result.rejected[reason] += 1
+        elif (
+            prompt_tokens is not None and max_prompt_tokens is not None and prompt_tokens(question) > max_prompt_tokens
+        ):
+            result.rejected["prompt_too_long"] += 1
         elif pool.find_duplicate(question) is not None or round_index.add(question, str(i)) is not None:
             result.rejected["duplicate"] += 1
         else:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from coact_verl.pool import DedupIndex, PromptPool, is_near_duplicate, normalize_text, shingles, similarity
@@ -132,3 +134,94 @@ def test_adding_5000_prompts_is_fast_and_not_quadratic():
     assert added + pool.rejected["exact"] + pool.rejected["near"] == 5000
     # Brute force would compare ~12.5 M pairs; the LSH candidates are a tiny fraction of that.
     assert pool._dedup.comparisons < 5 * len(questions)
+
+
+# ---------------------------------------------------------------------- template-generated questions at scale
+
+
+def load_bench():
+    """The dedup benchmark's stream of template-generated questions with planted near-duplicates."""
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "bench_dedup.py"
+    spec = importlib.util.spec_from_file_location("bench_dedup", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bounded_index_decides_like_brute_force_on_template_siblings():
+    """Few templates, so every family's common bands overflow their buckets: still no false reject, and the
+    near-duplicates that brute force finds (planted ones and siblings that landed above the threshold) are
+    found; distinct siblings below the threshold are all kept."""
+    stream = load_bench().template_stream(500, templates=2, plant_every=5)
+    index = DedupIndex(threshold=0.8, bucket_size=8)
+    stored: list[tuple[str, np.ndarray]] = []
+    should_reject = found = kept_below = 0
+    for i, (text, _) in enumerate(stream):
+        sh = shingles(normalize_text(text))
+        scores = [jaccard(sh, other) for _, other in stored]
+        best = max(scores, default=0.0)
+        dup = index.add(text, str(i))
+        if dup is not None:
+            assert dup.kind == "near" and best >= 0.8, (text, dup, best)  # never a false reject
+            assert dup.similarity == pytest.approx(best), text
+            found += 1
+        else:
+            stored.append((str(i), sh))
+        if best >= 0.8:
+            should_reject += 1
+        else:
+            assert dup is None
+            kept_below += 1
+    assert index.full_buckets_skipped > 0  # the bound was exercised
+    assert kept_below > 250 and should_reject > 60
+    assert found / should_reject >= 0.97, (found, should_reject)
+
+
+def test_recall_of_planted_near_duplicates_stays_with_the_unbounded_index():
+    stream = load_bench().template_stream(3000, templates=5, plant_every=5)
+    recall = {}
+    for size in (32, None):
+        index = DedupIndex(bucket_size=size)
+        stored: set[int] = set()
+        planted = caught = 0
+        for i, (text, source) in enumerate(stream):
+            dup = index.add(text, str(i))
+            if dup is None:
+                stored.add(i)
+            if source is not None and source in stored:
+                planted += 1
+                caught += dup is not None
+        assert planted > 250
+        recall[size] = caught / planted
+    assert recall[None] >= 0.99
+    assert recall[32] >= recall[None] - 0.02, recall
+
+
+def test_candidates_per_query_are_bounded():
+    stream = load_bench().template_stream(1200, templates=2, plant_every=1000)
+    bounded, unbounded = DedupIndex(bucket_size=8), DedupIndex(bucket_size=None)
+    most = {id(bounded): 0, id(unbounded): 0}
+    for i, (text, _) in enumerate(stream):
+        for index in (bounded, unbounded):
+            before = index.comparisons
+            index.add(text, str(i))
+            most[id(index)] = max(most[id(index)], index.comparisons - before)
+    assert most[id(bounded)] <= bounded.bands * 8
+    assert most[id(unbounded)] > 4 * bounded.bands * 8  # without the bound, template siblings pile up
+    assert all(isinstance(b, int) or len(b) <= 8 for table in bounded._buckets for b in table.values())
+    assert bounded.full_buckets_skipped > 0
+    with pytest.raises(ValueError):
+        DedupIndex(bucket_size=0)
+
+
+def test_adding_template_questions_does_not_slow_down():
+    """Candidates per add level off at the bucket bound instead of growing with the pool (the cost proxy)."""
+    stream = load_bench().template_stream(6000, templates=6, plant_every=20)
+    index = DedupIndex()
+    per_add = []
+    for i, (text, _) in enumerate(stream):
+        index.add(text, str(i))
+        if (i + 1) % 1500 == 0:
+            per_add.append(index.comparisons / (i + 1))
+    assert per_add[-1] <= index.bands * index.bucket_size
+    assert per_add[-1] < 2.0 * per_add[1], per_add  # 3,000 -> 6,000 texts: far from doubling

@@ -15,6 +15,7 @@ from coact_verl.data.prepare import prompt_id
 from coact_verl.pool import (
     GENERATED_SOURCE,
     REJECT_REASONS,
+    TASK_INSTRUCTIONS,
     GenerationRound,
     PromptPool,
     admit,
@@ -369,3 +370,54 @@ async def test_callables_must_return_one_item_per_input(clusterer):
         pool, GenerationConfig(num_questions=1), "gsm8k", 0, ScriptedWriter([fresh]), silent, clusterer
     )
     assert result.rejected == {"no_answer": 1} and result.agreements == []
+
+
+# ---------------------------------------------------------------------- prompt length limit
+
+
+async def test_questions_too_long_for_the_rollout_are_rejected_not_raised(clusterer):
+    """A question under ``max_question_chars`` whose prompt still exceeds the rollout's prompt limit is counted
+    as ``prompt_too_long`` and never reaches the rollout (which refuses it, as verl's server does)."""
+    pool = seeded_pool()
+    fresh = gsm8k_questions("test", 2)
+    long_question = fresh[1] + " Every figure in this problem is given in whole units." * 12
+    assert len(long_question) < GenerationConfig().max_question_chars
+    limit = 100
+
+    def prompt_tokens(question: str) -> int:  # a stand-in tokenizer: words of the answer prompt
+        return len(f"{question} {TASK_INSTRUCTIONS['gsm8k']}".split())
+
+    assert prompt_tokens(fresh[0]) <= limit < prompt_tokens(long_question)
+
+    class Rollout(ScriptedAnswerer):
+        async def __call__(self, questions):
+            for question in questions:
+                if prompt_tokens(question) > limit:
+                    raise ValueError(f"prompt of {prompt_tokens(question)} tokens exceeds {limit}")
+            return await super().__call__(questions)
+
+    answerer = Rollout({fresh[0]: group("5", "5", "5", "5", "5", "5", "6", "7")})
+    config = GenerationConfig(num_questions=2)
+    writer = ScriptedWriter([fresh[0], long_question])
+    with pytest.raises(ValueError, match="exceeds"):  # what happens without a limit
+        await run_generation_round(pool, config, "gsm8k", 1, writer, answerer, clusterer)
+
+    result = await run_generation_round(
+        seeded_pool(),
+        config,
+        "gsm8k",
+        1,
+        ScriptedWriter([fresh[0], long_question]),
+        answerer,
+        clusterer,
+        prompt_tokens=prompt_tokens,
+        max_prompt_tokens=limit,
+    )
+    assert (result.generated, result.parsed, result.admitted) == (2, 1, 1)
+    assert dict(result.rejected) == {"prompt_too_long": 1}
+    assert answerer.calls[-1] == [fresh[0]]
+    metrics = result.metrics()
+    assert metrics["gen/rejected_prompt_too_long"] == 1 and metrics["gen/rejected_too_long"] == 0
+
+    with pytest.raises(ValueError, match="max_prompt_tokens"):
+        await run_generation_round(pool, config, "gsm8k", 1, writer, answerer, clusterer, max_prompt_tokens=100)
