@@ -4,7 +4,8 @@ from pathlib import Path
 
 from setuptools import find_packages, setup
 
-VERL_REQUIREMENT = "verl[verl-core]==0.9.1"
+VERL_VERSION = "0.9.1"
+VERL_REQUIREMENT = f"verl[verl-core]=={VERL_VERSION}"
 
 INSTALL_REQUIRES = [
     VERL_REQUIREMENT,
@@ -36,7 +37,9 @@ EXTRAS_REQUIRE = {
         "schemathesis>=4.0",
         "playwright>=1.40",
     ],
-    "gpu": ["vllm", "flash-attn"],
+    # The stack verl 0.9.1 was tested with: its ``vllm`` extra pins vllm 0.24.0, torch 2.11.0 and transformers
+    # 5.9.0, and its ``flash-attn-cu130torch211`` extra pins the flash-attn release built for that torch (2.8.3).
+    "gpu": [f"verl[vllm,flash-attn-cu130torch211]=={VERL_VERSION}"],
 }
 
 setup(

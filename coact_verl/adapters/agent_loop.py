@@ -9,8 +9,9 @@ them. The trainer samples a group only after ``_run_prompt`` tags it ``finished`
 all of this, so nothing reads a group before its rewards are written, and no per-sample reward call
 is made for training samples. A session that fails releases its siblings with the same error (verl then
 tags the group ``failure`` and the replay buffer replaces it); a group that does not complete within
-``GROUP_TIMEOUT_S`` fails the same way instead of hanging the step. Validation prompts take verl's usual
-per-sample path (the ``coact`` reward manager scores them against their labels).
+``GROUP_TIMEOUT_S`` fails the same way instead of hanging the step. Validation prompts (verl's ``validate``
+flag) take verl's usual per-sample path: each row is marked ``extra_info.coact_validate`` and the ``coact``
+reward manager scores it alone against its label, whatever its ``split``.
 
 Select with ``actor_rollout_ref.rollout.agent.agent_loop_manager_class=`` and the FQN of
 :class:`CoActAgentLoopManager` (the CoAct configs do).
@@ -28,6 +29,7 @@ import ray
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
 from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
+from coact_verl.adapters.reward_manager import VALIDATE_KEY
 from coact_verl.labeling import GroupLabeler, GroupRequest, feedback_infos, given_label, prompt_question
 
 logger = logging.getLogger(__name__)
@@ -77,6 +79,18 @@ def group_request(uid: str, group: _PendingGroup, tokenizer: Any, default_task: 
     )
 
 
+def mark_validation(kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The session's kwargs with ``extra_info.coact_validate=True`` (a copy; the prompt's dict is shared).
+
+    verl pops its ``validate`` flag before the reward worker sees a row; this marker carries it there, so
+    the ``coact`` reward manager scores a validation row alone instead of waiting for n siblings.
+    """
+    extra = kwargs.get("extra_info")
+    extra = dict(extra) if isinstance(extra, dict) else {}
+    extra[VALIDATE_KEY] = True
+    return {**kwargs, "extra_info": extra}
+
+
 class CoActAgentLoopWorker(_BASE):
     """``AgentLoopWorkerTQ`` with the CoAct group step (see the module docstring)."""
 
@@ -109,7 +123,9 @@ class CoActAgentLoopWorker(_BASE):
             raise
 
     async def _agent_loop_postprocess(self, output: Any, validate: bool, **kwargs: Any) -> None:
-        group = None if validate else self._pending.get(kwargs["uid"])
+        if validate:  # verl's own flag: the reward manager scores the row alone, whatever its split
+            return await _BASE._agent_loop_postprocess(self, output, validate, **mark_validation(kwargs))
+        group = self._pending.get(kwargs["uid"])
         if group is None:
             return await _BASE._agent_loop_postprocess(self, output, validate, **kwargs)
         outputs = output if isinstance(output, list) else [output]

@@ -8,9 +8,10 @@ awaits the gate (never a blocking ``ray.get``, which would serialise a worker's 
 gives up on a group after ``COACT_GATE_TIMEOUT_S`` seconds, so a failed or missing sibling cannot
 deadlock the step; such responses get reward 0 with ``coact_route="incomplete"``.
 
-Responses of evaluation rows (``extra_info.split`` in ``test``/``val``/``validation``) are scored alone
-against their ``reward_model.ground_truth``: ``score``/``acc`` 1 when the extracted answer is equivalent,
-and ``pred`` (the answer), so verl's ``maj@N`` validation metrics work. Training rows never use
+Responses of validation rows (verl's ``validate`` flag, which the CoAct rollout worker passes on as
+``extra_info.coact_validate``; or ``extra_info.split`` in ``test``/``val``/``validation``/``eval``) are
+scored alone, at once, against their ``reward_model.ground_truth``: ``score``/``acc`` 1 when the extracted
+answer is equivalent, and ``pred`` (the answer), so verl's ``maj@N`` validation metrics work. Training rows never use
 ``ground_truth``.
 """
 
@@ -30,6 +31,8 @@ from coact_verl.consistency import AnswerClusterer, extract_answer
 from coact_verl.labeling import GroupLabeler, GroupRequest, given_label, prompt_question
 
 EVAL_SPLITS = frozenset({"test", "val", "validation", "eval"})
+#: ``extra_info`` key with which the CoAct rollout worker marks a validation row (verl's ``validate`` flag).
+VALIDATE_KEY = "coact_validate"
 GATE_TIMEOUT_S = float(os.environ.get("COACT_GATE_TIMEOUT_S", "300"))
 INCOMPLETE_INFO = {
     "coact_agreement": 0.0,
@@ -47,6 +50,12 @@ INCOMPLETE_INFO = {
     "coact_pair_role": "",
     "coact_pair_weight": 1.0,
 }
+
+
+def is_validation_row(extra_info: dict[str, Any]) -> bool:
+    """A row scored alone: marked by the CoAct rollout worker from verl's ``validate`` flag, or with an
+    evaluation ``split``."""
+    return bool(extra_info.get(VALIDATE_KEY)) or str(extra_info.get("split", "")).lower() in EVAL_SPLITS
 
 
 class GroupGate:
@@ -134,7 +143,7 @@ class CoActRewardManager(RewardManagerBase):
         extra = item.non_tensor_batch.get("extra_info") or {}
         extra = extra if isinstance(extra, dict) else {}
         task = str(extra.get("task") or self.coact.consistency.task)
-        if str(extra.get("split", "")).lower() in EVAL_SPLITS:
+        if is_validation_row(extra):
             return await self._score_eval(text, item.non_tensor_batch.get("reward_model") or {}, task)
         uid = str(item.non_tensor_batch["uid"])
         fields = {

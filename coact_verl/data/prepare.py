@@ -18,7 +18,7 @@ from pathlib import Path
 
 from coact_verl.data.synthetic import INSTRUCTION, arithmetic_problems
 
-DATASETS = ("gsm8k", "math500", "ocw", "arithmetic")
+DATASETS = ("gsm8k", "math", "math500", "ocw", "arithmetic")
 MATH_INSTRUCTION = "Let's think step by step and put the final answer within \\boxed{}."
 
 
@@ -38,10 +38,28 @@ class SourceSpec:
 SPECS = {
     "gsm8k": SourceSpec("openai/gsm8k", "gsm8k", "question", "answer", INSTRUCTION, "openai/gsm8k", ("train", "test")),
     "math500": SourceSpec(
-        "HuggingFaceH4/MATH-500", "math", "question", "answer", MATH_INSTRUCTION, "HuggingFaceH4/MATH-500", ("test",)
+        "HuggingFaceH4/MATH-500", "math", "problem", "answer", MATH_INSTRUCTION, "HuggingFaceH4/MATH-500", ("test",)
+    ),
+    # the MATH training split (7,500 problems, disjoint from MATH-500, which is drawn from MATH's test split)
+    "math": SourceSpec(
+        "DigitalLearningGmbH/MATH-lighteval",
+        "math",
+        "problem",
+        "solution",
+        MATH_INSTRUCTION,
+        "DigitalLearningGmbH/MATH-lighteval",
+        ("train",),
     ),
     "ocw": SourceSpec("minerva_math", "numeric", "problem", "solution", MATH_INSTRUCTION, "", ("test",)),
 }
+
+
+#: Accepted (question, solution) field pairs per task, tried in order: the hub layouts of MATH and MATH-500
+#: (``problem`` with ``answer`` = the final answer, or ``solution`` = the worked solution ending in ``\\boxed{}``)
+#: and the local layout (``question``, ``answer`` = the worked solution).
+MATH_LAYOUTS = (("problem", "answer"), ("problem", "solution"), ("question", "answer"))
+#: MATH-500, the evaluation set of ``--dataset math`` (its training split comes from the MATH training set).
+MATH_EVAL = "math500"
 
 
 def final_answer(solution: str, task: str) -> str:
@@ -111,11 +129,14 @@ def load_rows(dataset: str, src: str | None, split: str) -> list[dict]:
 
         name_args = ("main",) if dataset == "gsm8k" else ()
         raw = load_dataset(src or spec.hub_name, *name_args, split=split)
+    layouts = MATH_LAYOUTS if spec.task == "math" else ((spec.question_field, spec.answer_field),)
     rows = []
     for record in raw:
-        if spec.question_field not in record or spec.answer_field not in record:
-            raise ValueError(f"{dataset} record lacks {spec.question_field!r}/{spec.answer_field!r}: {sorted(record)}")
-        rows.append({"question": record[spec.question_field], "solution": record[spec.answer_field]})
+        fields = next((pair for pair in layouts if pair[0] in record and pair[1] in record), None)
+        if fields is None:
+            wanted = " or ".join(f"{q!r}/{a!r}" for q, a in layouts)
+            raise ValueError(f"{dataset} record lacks {wanted}: {sorted(record)}")
+        rows.append({"question": record[fields[0]], "solution": record[fields[1]]})
     return rows
 
 
@@ -145,8 +166,15 @@ def to_verl_rows(dataset: str, rows: list[dict], split: str, labelled: bool) -> 
     return verl_rows, gold_rows
 
 
-def prepare(dataset: str, src: str | None, out_dir: str | Path, max_train: int | None = None) -> dict[str, Path]:
-    """Write ``train.parquet`` + ``train_gold.parquet`` and ``test.parquet``; return the written paths."""
+def prepare(
+    dataset: str, src: str | None, out_dir: str | Path, max_train: int | None = None, eval_src: str | None = None
+) -> dict[str, Path]:
+    """Write ``train.parquet`` + ``train_gold.parquet`` and ``test.parquet``; return the written paths.
+
+    ``math`` trains on the MATH training split (``src``) and evaluates on MATH-500 (``eval_src``, by default
+    the hub's ``HuggingFaceH4/MATH-500``); both accept the hub layout (``problem``/``solution``/``answer``) and
+    the local one (``question``/``answer``). Single-split sources (``math500``, ``ocw``) are cut 80/20.
+    """
     import pandas as pd
 
     if dataset not in DATASETS:
@@ -156,14 +184,19 @@ def prepare(dataset: str, src: str | None, out_dir: str | Path, max_train: int |
     spec_splits = SPECS[dataset].hub_splits if dataset in SPECS else ("train", "test")
     written: dict[str, Path] = {}
     for split in ("train", "test"):
-        source_split = split if split in spec_splits else spec_splits[0]
-        rows = load_rows(dataset, src, source_split)
-        if source_split != split:  # single-split sources: a deterministic 80/20 cut
-            cut = int(len(rows) * 0.8)
-            rows = rows[:cut] if split == "train" else rows[cut:]
+        source, source_src = dataset, src
+        if dataset == "math" and split == "test":
+            source, source_src = MATH_EVAL, eval_src or SPECS[MATH_EVAL].hub_name
+            rows = load_rows(source, source_src, "test")
+        else:
+            source_split = split if split in spec_splits else spec_splits[0]
+            rows = load_rows(dataset, src, source_split)
+            if source_split != split:  # single-split sources: a deterministic 80/20 cut
+                cut = int(len(rows) * 0.8)
+                rows = rows[:cut] if split == "train" else rows[cut:]
         if split == "train" and max_train:
             rows = rows[:max_train]
-        verl_rows, gold_rows = to_verl_rows(dataset, rows, split, labelled=split == "test")
+        verl_rows, gold_rows = to_verl_rows(source, rows, split, labelled=split == "test")
         written[split] = _write_parquet(pd.DataFrame(verl_rows), out / f"{split}.parquet")
         written[f"{split}_gold"] = _write_parquet(pd.DataFrame(gold_rows), out / f"{split}_gold.parquet")
     return written

@@ -23,13 +23,92 @@ __all__ = [
     "OracleClient",
     "OracleLabel",
     "OracleResult",
+    "OracleSetupError",
     "SyncOracleClient",
+    "handshake",
     "make_key",
     "start_local_service",
     "stop_local_service",
 ]
 log = logging.getLogger("coact_verl.oracle.client")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
+
+
+TOKEN_FIX = (
+    "set COACT_ORACLE_TRAINER_TOKEN (or coact.oracle.token) to the service's trainer token: the one given to"
+    " `coact-verl oracle serve` as --trainer-token or $COACT_ORACLE_TRAINER_TOKEN (a service started without one"
+    " prints the token it generated); on a cluster started with `ray start`, the trainer sees the environment of"
+    " `ray start`"
+)
+
+
+class OracleSetupError(RuntimeError):
+    """The oracle service cannot serve this run as configured; the message names what to set."""
+
+
+def handshake(
+    url: str,
+    token: str | None,
+    *,
+    budget_total: int | None = None,
+    wait_s: float = 10.0,
+    request_timeout_s: float = 5.0,
+) -> dict[str, Any]:
+    """Check a service before training starts and return its ``GET /v1/handshake`` answer.
+
+    Raises :class:`OracleSetupError` when no token is given, the service is unreachable for ``wait_s`` seconds,
+    rejects the token or gives it another role than trainer, has a backend that needs gold answers but holds
+    none, or has a total budget other than ``budget_total`` (when that is not ``None``).
+    """
+    where = f"the oracle service at {url}"
+    if not token:
+        raise OracleSetupError(f"no trainer token for {where}: {TOKEN_FIX}")
+    deadline = time.monotonic() + wait_s
+    headers = {"Authorization": f"Bearer {token}"}
+    while True:
+        try:
+            resp = httpx.get(f"{url.rstrip('/')}/v1/handshake", headers=headers, timeout=request_timeout_s)
+        except httpx.HTTPError as exc:
+            if time.monotonic() < deadline:
+                time.sleep(0.5)
+                continue
+            raise OracleSetupError(
+                f"cannot reach {where} ({type(exc).__name__}: {exc}): start it where every node can reach it"
+                " (`coact-verl oracle serve --host 0.0.0.0 --port 8765 ...`) and set coact.oracle.url to its address,"
+                " or set coact.oracle.url=null to start one next to the trainer (single node only)"
+            ) from exc
+        if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
+            time.sleep(0.5)
+            continue
+        break
+    detail = resp.text[:200]
+    if resp.status_code == 401:
+        raise OracleSetupError(f"{where} rejected the trainer token (HTTP 401: {detail}): {TOKEN_FIX}")
+    if resp.status_code == 403:
+        raise OracleSetupError(f"{where} knows the token but not as a trainer token (HTTP 403): {TOKEN_FIX}")
+    if resp.status_code == 404:
+        raise OracleSetupError(
+            f"{where} has no /v1/handshake (HTTP 404): coact.oracle.url must point at a coact-verl oracle service"
+            " of this version"
+        )
+    if resp.status_code != 200:
+        raise OracleSetupError(f"{where} failed the start-up handshake (HTTP {resp.status_code}: {detail})")
+    info = resp.json()
+    if info.get("needs_gold") and not info.get("gold"):
+        raise OracleSetupError(
+            f"{where} uses the {info.get('backend')} backend, which labels against gold answers, but holds none:"
+            " start it with --gold PATH (the train_gold.parquet of `coact-verl prepare`), or set"
+            " coact.oracle.gold_path for a service the trainer starts itself"
+        )
+    total = (info.get("budget") or {}).get("total")
+    if budget_total is not None and total != budget_total:
+        raise OracleSetupError(
+            f"coact.oracle.budget_total={budget_total} but {where} has a total budget of"
+            f" {'unbounded' if total is None else total}: set coact.oracle.budget_total="
+            f"{'null' if total is None else total} (or null to use the service's), or change the service's budget"
+            " (`oracle serve --budget-total N`, or POST /v1/budget with the admin token)"
+        )
+    return info
 
 
 def _candidate(c: Any) -> dict[str, Any]:
@@ -57,7 +136,7 @@ class OracleClient:
     def __init__(
         self,
         base_url: str,
-        token: str,
+        token: str | None,
         request_timeout_s: float = 2.0,
         max_wait_s: float = 5.0,
         retries: int = 2,
@@ -73,7 +152,7 @@ class OracleClient:
         self._last_warning = -float("inf")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {token}"} if token else {},
             timeout=httpx.Timeout(request_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
@@ -89,7 +168,7 @@ class OracleClient:
             raise ValueError("no oracle URL: set coact.oracle.url or start a local service first")
         return cls(
             base_url,
-            config.token,
+            config.resolved_token(),
             request_timeout_s=config.request_timeout_s,
             max_wait_s=config.max_wait_s,
             retries=config.retries,
@@ -222,26 +301,16 @@ class OracleClient:
         """Upload hidden gold answers (admin token); ``None`` when it failed."""
         return await self._json("POST", "/v1/gold", json=dict(answers))
 
-    async def submit_vote(
-        self,
-        *,
-        key: str,
-        prompt_id: str,
-        prompt: str,
-        task: str,
-        response_a: str,
-        response_b: str,
-        stronger: str,
-        picked: str,
-        better: str | None = None,
-    ) -> dict[str, Any] | None:
-        """Store a comparison vote (annotator token), idempotently by ``key``: the stored vote, ``None`` on failure.
+    async def next_comparisons(self, limit: int = 1) -> list[dict[str, Any]] | None:
+        """Comparisons leased to the calling annotator (``ticket``, prompt and both responses), ``None`` on failure."""
+        out = await self._json("GET", "/v1/comparisons/next", params={"limit": limit})
+        return None if out is None else out["comparisons"]
 
-        ``stronger``/``picked``/``better`` are ``"a"`` or ``"b"``; ``better`` only for control votes.
-        """
-        body = {"key": key, "prompt_id": prompt_id, "prompt": prompt, "task": task, "response_a": response_a,
-                "response_b": response_b, "stronger": stronger, "picked": picked, "better": better}  # fmt: skip
-        return await self._json("POST", "/v1/votes", json=body)
+    async def submit_vote(self, *, key: str, ticket: str, picked: str) -> dict[str, Any] | None:
+        """Vote ``picked`` (``"a"`` or ``"b"``) on the comparison leased under ``ticket`` (annotator token),
+        idempotently by ``key``: the stored vote, ``None`` on failure. Which side came from the stronger model, and
+        which is known to be better, is the service's record, never the vote's."""
+        return await self._json("POST", "/v1/votes", json={"key": key, "ticket": ticket, "picked": picked})
 
     async def submit_votes(self, votes: Iterable[Mapping[str, Any]]) -> dict[str, Any] | None:
         """Store up to 1000 votes (mappings of :meth:`submit_vote`'s arguments) in one transaction (annotator
@@ -286,7 +355,7 @@ class OracleClient:
 class SyncOracleClient:
     """Blocking wrapper for driver-side code: an :class:`OracleClient` on a private event-loop thread."""
 
-    def __init__(self, base_url: str, token: str, **kwargs: Any) -> None:
+    def __init__(self, base_url: str, token: str | None, **kwargs: Any) -> None:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="oracle-client", daemon=True)
         self._thread.start()
@@ -322,6 +391,10 @@ class SyncOracleClient:
     def upload_gold(self, answers: Mapping[str, str]) -> dict[str, Any] | None:
         """Blocking :meth:`OracleClient.upload_gold`."""
         return self._run(self.client.upload_gold(answers))
+
+    def next_comparisons(self, limit: int = 1) -> list[dict[str, Any]] | None:
+        """Blocking :meth:`OracleClient.next_comparisons`."""
+        return self._run(self.client.next_comparisons(limit))
 
     def submit_vote(self, **kwargs: Any) -> dict[str, Any] | None:
         """Blocking :meth:`OracleClient.submit_vote`."""

@@ -25,7 +25,7 @@ def start_local_service(
     backend: str = "gold",
     gold_path: str | None = None,
     budget_total: int | None = None,
-    trainer_token: str = "coact-trainer",
+    trainer_token: str,
     admin_token: str | None = None,
     extra_args: Sequence[str] = (),
     startup_timeout_s: float = 60.0,
@@ -34,7 +34,8 @@ def start_local_service(
     """Run ``python -m coact_verl.oracle serve`` on ``host`` and wait until ``/healthz`` answers.
 
     ``port=0`` lets the service pick a free port (read back from a port file, so there is no race).
-    Tokens travel in the environment, not on the command line. Output goes to ``log_path`` (default: inherited).
+    ``trainer_token`` is required (there is no default token). Tokens travel in the environment, not on the command
+    line. Output goes to ``log_path`` (default: inherited).
     Returns ``(base_url, process)``; raises ``RuntimeError`` if the service is not healthy within
     ``startup_timeout_s`` seconds (the process is killed then).
     """
@@ -74,14 +75,21 @@ def start_local_service(
 
 
 def start_from_config(config: OracleConfig, **kwargs: object) -> tuple[str, subprocess.Popen[bytes]]:
-    """:func:`start_local_service` with the settings of an :class:`~coact_verl.config.OracleConfig`."""
+    """:func:`start_local_service` with the settings of an :class:`~coact_verl.config.OracleConfig`.
+
+    The service gets the config's trainer token (:meth:`~coact_verl.config.OracleConfig.resolved_token`; the
+    trainer generates a random one per run) and its ``db_path`` (``oracle.sqlite`` when ``None``).
+    """
+    token = config.resolved_token()
+    if not token:
+        raise ValueError("no trainer token: set coact.oracle.token or $COACT_ORACLE_TRAINER_TOKEN")
     extra = [*config.serve_args, *kwargs.pop("extra_args", ())]  # type: ignore[misc]
     return start_local_service(
-        config.db_path,
+        config.db_path or "oracle.sqlite",
         backend=config.backend,
         gold_path=config.gold_path,
         budget_total=config.budget_total,
-        trainer_token=config.token,
+        trainer_token=token,
         extra_args=extra,
         **kwargs,  # type: ignore[arg-type]
     )

@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # An LLM-judge oracle: a vLLM server with an instruct model, and the oracle service asking it for verdicts.
-# Trainers then use coact.oracle.url=http://HOST:8765 (see llm_judge_grpo.yaml).
+# Trainers then use coact.oracle.url=http://HOST:8765 (see llm_judge_grpo.yaml), with the same
+# COACT_ORACLE_TRAINER_TOKEN in their environment.
 set -euo pipefail
+
+# The trainer token: the trainer reads the same variable (there is no default token).
+: "${COACT_ORACLE_TRAINER_TOKEN:?set COACT_ORACLE_TRAINER_TOKEN (the trainer reads the same variable)}"
+export COACT_ORACLE_TRAINER_TOKEN
 
 JUDGE=${JUDGE:-Qwen/Qwen2.5-7B-Instruct}
 JUDGE_PORT=${JUDGE_PORT:-8000}

@@ -1,10 +1,14 @@
 #!/usr/bin/env bash
-# CoAct DPO on MATH (MATH-500 split by `coact-verl prepare`); settings in math_dpo.yaml, overrides as args.
+# CoAct DPO on MATH: trains on the MATH training split (7,500 problems) and evaluates on MATH-500, which is drawn
+# from MATH's test split. Settings in math_dpo.yaml, overrides as args.
+# MATH_SRC / MATH500_SRC: a hub dataset name (problem/solution[/answer]) or a local jsonl file or folder
+# (question/answer also accepted).
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-DATA=${DATA:-data/math500}
+DATA=${DATA:-data/math}
 
-[ -f "$DATA/train.parquet" ] || coact-verl prepare --dataset math500 --src "${MATH_SRC:-HuggingFaceH4/MATH-500}" --out "$DATA"
+[ -f "$DATA/train.parquet" ] || coact-verl prepare --dataset math --out "$DATA" \
+    --src "${MATH_SRC:-DigitalLearningGmbH/MATH-lighteval}" --eval-src "${MATH500_SRC:-HuggingFaceH4/MATH-500}"
 
 python3 -m verl.trainer.main_ppo --config-path "$here" --config-name math_dpo \
     data.train_files="$DATA/train.parquet" data.val_files="$DATA/test.parquet" \

@@ -107,8 +107,9 @@ def test_drop_in_reward_manager_in_stock_config_gives_the_same_rewards(tiny_asse
         f"trainer.rollout_data_dir={tmp_path / 'dump'}",
     ]
     run = run_ok("stock_grpo_cpu", overrides, tmp_path / "dropin.log", config_path=CONFIGS)
-    assert all(g >= 0 for g in run.metric("actor/grad_norm"))
     _assert_rewards_match_core(tmp_path / "dump")
+    # the gate's group rewards reach the actor: some step has a non-uniform group, so a non-zero gradient
+    assert any(g > 0 for g in run.metric("actor/grad_norm"))
 
 
 def test_coact_grpo_with_lora(tiny_assets, tmp_path):
@@ -127,18 +128,40 @@ def test_coact_grpo_with_lora(tiny_assets, tmp_path):
 
 
 def test_training_continues_when_the_oracle_is_down(tiny_assets, tmp_path):
-    import socket
+    """An outage after a successful start-up handshake degrades training (self-label or drop, counted); an
+    unreachable service at start-up stops the run instead (tests/oracle/test_oracle_client.py)."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-    with socket.socket() as sock:  # a loopback port with nothing listening
-        sock.bind(("127.0.0.1", 0))
-        dead = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    handshake = {"role": "trainer", "backend": "gold", "needs_gold": True, "gold": 1, "api_version": "1.0.0",
+                 "budget": {"total": None, "spent": 0, "remaining": None, "per_step": None}}  # fmt: skip
+
+    class DownAfterHandshake(BaseHTTPRequestHandler):  # answers the handshake, then 503 for everything
+        def _reply(self) -> None:
+            body = json.dumps(handshake).encode() if self.path == "/v1/handshake" else b""
+            self.send_response(200 if body else 503)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _reply
+
+        def log_message(self, *args) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), DownAfterHandshake)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
     overrides = base_overrides(tiny_assets, 2) + [
-        f"coact.oracle.url={dead}",
+        f"coact.oracle.url=http://127.0.0.1:{server.server_address[1]}",
+        "coact.oracle.token=any",
         "coact.router.policy=gold_all",
         "coact.oracle.max_wait_s=1.0",
         "coact.oracle.request_timeout_s=0.3",
     ]
-    run = run_ok("coact_grpo_cpu", overrides, tmp_path / "down.log")
+    try:
+        run = run_ok("coact_grpo_cpu", overrides, tmp_path / "down.log")
+    finally:
+        server.shutdown()
     assert sorted(run.steps) == [1, 2]
     for step in run.steps.values():  # every group was routed to the oracle, none got an answer
         assert step["coact/oracle/status_unavailable"] == step["coact/groups"]
@@ -163,6 +186,8 @@ def test_generated_questions_are_admitted_and_trained_on(tiny_assets, tmp_path):
         # a tiny model rarely gets the majority right; seeds from any oracle-confirmed answer keep the test stable
         "coact.generation.seed_rule=any_correct",
         "actor_rollout_ref.rollout.max_model_len=1024",  # 3-shot prompts are longer than training prompts
+        # the tiny model's questions take 92-164 prompt tokens; longer than this they are rejected (prompt_too_long)
+        "data.max_prompt_length=192",
         "trainer.save_freq=2",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}",
     ]

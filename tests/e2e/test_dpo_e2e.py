@@ -154,28 +154,24 @@ def test_dpo_trains_on_user_edits_and_attentive_votes(tiny_assets, tmp_path):
                 response = user.post("/v1/edits", json={**body, "original": original, "edited": edited})
                 assert response.status_code == 200, response.text
 
-        def votes(picks_right) -> list[dict]:  # control votes: the better side is known
-            return [
-                {
-                    "key": f"v{i}",
-                    "prompt_id": f"v{i}",
-                    "prompt": f"What is {i} + 1?",
-                    "task": "gsm8k",
-                    "response_a": f"#### {i + 1}",
-                    "response_b": f"#### {i + 2}",
-                    "stronger": "a",
-                    "better": "a",
-                    "picked": "a" if picks_right(i) else "b",
-                }
-                for i in range(40)
-            ]
-
+        controls = [  # control comparisons: the service knows the better side, annotators only pick
+            {"prompt_id": f"v{i}", "prompt": f"What is {i} + 1?", "task": "gsm8k", "response_a": f"#### {i + 1}",
+             "response_b": f"#### {i + 2}", "stronger": "a", "better": "a"}
+            for i in range(40)
+        ]  # fmt: skip
+        with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {admin_token}"}) as admin:
+            assert admin.post("/v1/comparisons", json={"comparisons": controls}).status_code == 200
         for token, picks_right in ((careful, lambda i: True), (careless, lambda i: i % 2 == 0)):
             with httpx.Client(base_url=url, timeout=10, headers={"Authorization": f"Bearer {token}"}) as user:
-                assert user.post("/v1/votes/batch", json={"votes": votes(picks_right)}).status_code == 200
+                served = user.get("/v1/comparisons/next", params={"limit": 100}).json()["comparisons"]
+                votes = [{"key": f"v-{c['ticket']}", "ticket": c["ticket"],
+                          "picked": "a" if picks_right(int(c["prompt_id"][1:])) else "b"} for c in served]  # fmt: skip
+                assert len(votes) == 40
+                assert user.post("/v1/votes/batch", json={"votes": votes}).status_code == 200
 
         overrides = base_overrides(tiny_assets, 3) + [
             f"coact.oracle.url={url}",
+            "coact.oracle.token=coact-trainer",
             "coact.router.policy=self_only",
             "coact.feedback.pairs=True",
             "coact.feedback.max_pairs_per_step=4",

@@ -62,6 +62,7 @@ def test_late_human_labels_return_to_training(tiny_assets, tmp_path):
         annotator.start()
         overrides = base_overrides(tiny_assets, 4) + [
             f"coact.oracle.url={url}",
+            "coact.oracle.token=coact-trainer",
             "coact.router.policy=gold_all",  # every group asks the humans
             "coact.oracle.max_wait_s=0.3",  # and training does not wait for them
         ]

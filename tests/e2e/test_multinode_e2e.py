@@ -1,17 +1,22 @@
 """CoAct across a 2-node Ray cluster on one machine (``ray.cluster_utils.Cluster``), as on a real cluster:
+the oracle service is started as README.md's "Multi-node Ray clusters" section shows (its exported trainer
+token and its ``oracle serve`` line), the token is in the environment of the Ray nodes (as with ``ray start``),
 the job joins the running cluster (``RAY_ADDRESS``), spreads its FSDP workers and rollout workers over both
 nodes, and every worker reaches the oracle service by URL.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 
 import pytest
 
 from coact_verl.launch import CPU_ENV
-from coact_verl.oracle.local import start_local_service, stop_local_service
+from coact_verl.oracle.local import stop_local_service
 from tests.e2e.helpers import base_overrides, run_ok
+from tests.e2e.readme_commands import bash_commands, command, export_value, replace_option, section, serve, words
 
 pytestmark = pytest.mark.e2e
 NODE = {"num_cpus": 16, "num_gpus": 1, "object_store_memory": 300 * 2**20}  # logical slots, as the CPU config
@@ -22,9 +27,19 @@ def test_two_node_cluster_runs_coact_with_the_oracle_by_url(tiny_assets, tmp_pat
 
     for name, value in CPU_ENV.items():  # the node processes inherit these
         monkeypatch.setenv(name, value)
-    url, oracle = start_local_service(
-        str(tmp_path / "oracle.sqlite"), gold_path=str(tiny_assets["train_gold"]), log_path=str(tmp_path / "o.log")
-    )
+    text = section("Multi-node Ray clusters")
+    (export,) = [c for c in bash_commands(text) if c.startswith("export ")]
+    token_env, token = export_value(export)
+    monkeypatch.setenv(token_env, token)  # set before the nodes start, as before `ray start`
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    argv = words(command(text, "coact-verl oracle serve"))
+    argv = replace_option(argv, "--db", str(tmp_path / "oracle.sqlite"))
+    argv = replace_option(replace_option(argv, "--port", str(port)), "--gold", str(tiny_assets["train_gold"]))
+    oracle = serve(argv, dict(os.environ), tmp_path / "o.log", port)
+    url = command(text, "coact.oracle.url=").split("=", 1)[1].replace("ORACLE_HOST", "127.0.0.1")
+    url = url.replace(":8765", f":{port}")
     cluster = Cluster(initialize_head=True, head_node_args={**NODE, "include_dashboard": False})
     try:
         cluster.add_node(**NODE)

@@ -193,16 +193,15 @@ def test_raw_completion_matches_the_tokenizer(chat_server: ChatServer) -> None:
 
 
 @pytest.mark.parametrize(
-    ("options", "item", "must_fail"),
-    [({}, 0, False), ({"json_mode": False}, 1, False), ({"with_gold": False}, 2, False), ({"max_tokens": 3}, 0, True)],
-    ids=["json-mode", "free-text", "blind", "cut-short"],
+    ("options", "item"),
+    [({}, 0), ({"json_mode": False}, 1), ({"with_gold": False}, 2)],
+    ids=["json-mode", "free-text", "blind"],
 )
-async def test_judge_verdicts_from_the_real_model(
-    chat_server: ChatServer, options: dict[str, Any], item: int, must_fail: bool
-) -> None:
-    """Each item gets a verdict (one boolean per candidate) or an explicit no-verdict error after the retries.
+async def test_judge_verdicts_from_the_real_model(chat_server: ChatServer, options: dict[str, Any], item: int) -> None:
+    """Each item gets a verdict from the model: one boolean per candidate, parsed from a real completion.
 
-    Three tokens are too few for any verdict: that judge must report ``no_verdict`` after its two attempts.
+    A ``JudgeError`` fails the test: a judge that never yields a verdict must not pass as one that does. The
+    verdicts are not checked against the truth (the 135M model grades at chance), only their form.
     """
     settings: dict[str, Any] = {"timeout_s": 60, "retries": 1, "backoff_s": 0.05, "max_tokens": MAX_TOKENS, **options}
     backend = LLMJudgeBackend(chat_server.url, MODEL_NAME, api_key=KEY, **settings)
@@ -210,21 +209,33 @@ async def test_judge_verdicts_from_the_real_model(
     before = chat_server.answered()
     try:
         result = await backend.label(query)
-    except JudgeError as exc:
-        assert exc.status == "no_verdict" and exc.attempts == 2 and len(exc.replies) == 2, exc
-        sent, outcome = exc.attempts, f"no verdict: {exc.replies}"
-    else:
-        assert not must_fail, result
-        assert len(result.correct) == len(query.candidates) and all(isinstance(c, bool) for c in result.correct)
-        assert result.source == "llm_judge" and 1 <= result.extra["attempts"] <= 2
-        if "with_gold" not in options:  # a verifier's answer is a candidate's, never its echo of the gold
-            assert result.answer in (None, *(c.answer for c in query.candidates))
-        truth = tuple(c.answer == query.gold for c in query.candidates)
-        sent, outcome = result.extra["attempts"], f"verdict {result.correct} (truth {truth}), answer {result.answer}"
     finally:
         await backend.aclose()
+    assert len(result.correct) == len(query.candidates) and all(isinstance(c, bool) for c in result.correct)
+    assert result.source == "llm_judge" and 1 <= result.extra["attempts"] <= 2
+    if "with_gold" not in options:  # a verifier's answer is a candidate's, never its echo of the gold
+        assert result.answer in (None, *(c.answer for c in query.candidates))
+    sent = result.extra["attempts"]
     assert chat_server.answered() - before == sent  # every attempt reached the model, and nothing else did
-    print(f"\n{options or 'default'}: {outcome} after {sent} request(s)")
+    truth = tuple(c.answer == query.gold for c in query.candidates)
+    print(
+        f"\n{options or 'default'}: verdict {result.correct} (truth {truth}), answer {result.answer}, {sent} request(s)"
+    )
+
+
+async def test_judge_cut_short_reports_no_verdict(chat_server: ChatServer) -> None:
+    """Three tokens are too few for any verdict: the judge reports ``no_verdict`` after its two attempts."""
+    backend = LLMJudgeBackend(chat_server.url, MODEL_NAME, api_key=KEY, timeout_s=60, retries=1, backoff_s=0.05,
+                              max_tokens=3)  # fmt: skip
+    before = chat_server.answered()
+    try:
+        with pytest.raises(JudgeError) as info:
+            await backend.label(ITEMS[0])
+    finally:
+        await backend.aclose()
+    exc = info.value
+    assert exc.status == "no_verdict" and exc.attempts == 2 and len(exc.replies) == 2, exc
+    assert chat_server.answered() - before == 2
 
 
 async def test_judge_timeout_is_reported_not_hung(chat_server: ChatServer) -> None:
@@ -260,11 +271,8 @@ def test_oracle_service_with_the_real_judge(
     with svc.client(timeout_s=150) as client:
         out = client.post("/v1/queries", json=query_body(1)).json()
     sent = chat_server.answered() - before
-    assert out["status"] in ("labeled", "failed") and 1 <= sent <= 2, out
-    if out["status"] == "labeled":
-        label = out["label"]
-        assert len(label["correct"]) == 2 and all(isinstance(c, bool) for c in label["correct"])
-        assert label["source"] == "llm_judge" and out["budget"]["spent"] == 1
-    else:  # refunded, and the log says why
-        assert out["budget"]["spent"] == 0 and sent == 2 and "[no_verdict]" in svc.log.read_text()
+    assert out["status"] == "labeled" and 1 <= sent <= 2, (out, svc.log.read_text()[-2000:])
+    label = out["label"]
+    assert len(label["correct"]) == 2 and all(isinstance(c, bool) for c in label["correct"])
+    assert label["source"] == "llm_judge" and out["budget"]["spent"] == 1
     print(f"\nservice: {out['status']} {out['label']} after {sent} judge request(s)")
