@@ -15,6 +15,7 @@ from pydantic import ValidationError
 
 from coact_verl.oracle.service.auth import ADMIN, TRAINER
 from coact_verl.oracle.service.db import KeyConflict
+from coact_verl.oracle.service.guard import replay_body
 from coact_verl.oracle.service.schemas import QueryIn
 
 _PATH = "/v1/queries"
@@ -48,7 +49,7 @@ class QueriesFastPath:
                 await send({"type": "http.response.start", "status": 200, "headers": headers})
                 await send({"type": "http.response.body", "body": reply})
                 return
-        await self.app(scope, _replay(body, more, receive), send)
+        await self.app(scope, replay_body(body, receive, more), send)
 
     async def _serve(self, scope: dict[str, Any], body: bytes) -> bytes | None:
         state = self.app.state
@@ -69,17 +70,3 @@ class QueriesFastPath:
         except (sqlite3.OperationalError, KeyConflict):  # the route retries and answers 503, or answers 409
             return None
         return out.model_dump_json().encode()
-
-
-def _replay(body: bytes, more: bool, receive: Any) -> Any:
-    """A ``receive`` that hands back the buffered body first, then defers to the real one."""
-    sent = False
-
-    async def replay() -> dict[str, Any]:
-        nonlocal sent
-        if not sent:
-            sent = True
-            return {"type": "http.request", "body": body, "more_body": more}
-        return await receive()
-
-    return replay

@@ -183,7 +183,7 @@ class Guard:
             return
         if quota is not None and await _over_quota(send, self._buckets(quota)[1].take(len(body))):
             return
-        await self.inner(scope, _replay(body, receive), send)
+        await self.inner(scope, replay_body(body, receive), send)
 
     async def _reap(self) -> None:
         """Cancel body reads past their deadline (one timer for all requests: a timer per request costs more than
@@ -243,15 +243,16 @@ async def _read_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(chunks)
 
 
-def _replay(body: bytes, receive: Receive) -> Receive:
-    """A ``receive`` that hands out the read body first, then defers to the real one (disconnects)."""
+def replay_body(body: bytes, receive: Receive, more: bool = False) -> Receive:
+    """A ``receive`` that hands out the already-read body first, then defers to the real one (the rest of the
+    body when ``more``, else disconnects)."""
     sent = False
 
     async def replay() -> dict[str, Any]:
         nonlocal sent
         if not sent:
             sent = True
-            return {"type": "http.request", "body": body, "more_body": False}
+            return {"type": "http.request", "body": body, "more_body": more}
         return await receive()
 
     return replay
