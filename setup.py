@@ -32,6 +32,7 @@ EXTRAS_REQUIRE = {
         "pytest-asyncio>=0.23",
         "pytest-timeout>=2.3",
         "ruff>=0.6",
+        "mypy>=1.10",
         "gguf>=0.10",
         # Oracle service: OpenAPI fuzzing, and the annotator page driven in Debian's chromium.
         "schemathesis>=4.0",

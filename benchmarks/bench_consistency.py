@@ -15,7 +15,14 @@ Compared, in one run:
 * ours: ``score_groups`` (extraction, canonical fast path, math-verify in a hard-timeout pool) + the gold's
   cluster via ``label_clusters`` + ``rewards_for_cluster``, on all responses.
 
-Run: ``python benchmarks/bench_consistency.py [--prompts 512 --n 16 --baseline-prompts 64 --workers 2]``.
+The three timed paths run ``--repeats`` times, interleaved, each time from cold (fresh math-verify workers and
+empty caches on both sides); the table reports the median time of each, the ratios are those of the medians,
+and the per-repeat ratios are listed too, so that load from other processes on a shared machine shows as spread
+rather than as a result. Each path's CPU time (the calling process plus its math-verify workers, read from
+``/proc``) is reported as well: on a shared machine wall-clock ratios swing with the load, CPU seconds per
+response much less.
+
+Run: ``python benchmarks/bench_consistency.py [--prompts 512 --n 16 --baseline-prompts 64 --workers 1 --repeats 3]``.
 Data is read from ``../shared/data`` relative to the repository root (override with ``--data``).
 """
 
@@ -24,8 +31,10 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import random
 import re
+import statistics
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -211,11 +220,33 @@ def build(data: Path, prompts: int, n: int, seed: int) -> list[Prompt]:
 # --------------------------------------------------------------------------- the two paths
 
 
-def run_ours(prompts: list[Prompt], workers: int, batched: bool) -> tuple[list[list[float]], float, dict]:
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU time of other processes (Linux ``/proc``); NaN where it cannot be read."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return float("nan")
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+@dataclass
+class Timing:
+    """One timed run: wall-clock seconds, and CPU seconds of the calling process plus its worker processes."""
+
+    wall: float
+    cpu: float
+
+
+def run_ours(prompts: list[Prompt], workers: int, batched: bool) -> tuple[list[list[float]], Timing, dict]:
     config = ConsistencyConfig(task="math", verify_workers=workers, verify_timeout_s=10.0)
     canonical_cache_clear()  # every run starts cold: no canonical forms, parses or comparisons cached
     with AnswerClusterer(config) as clusterer:
         clusterer.warmup()
+        pids = clusterer.worker_pids()
+        cpu_start = time.process_time() + _cpu_seconds(pids)
         start = time.perf_counter()
         rewards: list[list[float]] = [[] for _ in prompts]
         for task in ("gsm8k", "math"):
@@ -227,7 +258,8 @@ def run_ours(prompts: list[Prompt], workers: int, batched: bool) -> tuple[list[l
                 for i, s, g in zip(chunk, stats, golds, strict=True):
                     rewards[i] = rewards_for_cluster(s, g)
         elapsed = time.perf_counter() - start
-        return rewards, elapsed, clusterer.stats()
+        cpu = time.process_time() + _cpu_seconds(pids) - cpu_start
+        return rewards, Timing(elapsed, cpu), clusterer.stats()
 
 
 def _byte_tokenizer():
@@ -248,7 +280,7 @@ def _verl_compute_score(data_source, solution_str, ground_truth, extra_info=None
     return math_verify.compute_score(solution_str, ground_truth)
 
 
-def run_verl(prompts: list[Prompt]) -> tuple[list[list[float]], float]:
+def run_verl(prompts: list[Prompt]) -> tuple[list[list[float]], Timing]:
     import numpy as np
     import torch
     from omegaconf import OmegaConf
@@ -271,16 +303,24 @@ def run_verl(prompts: list[Prompt]) -> tuple[list[list[float]], float]:
                     },
                 )
             )
+    if math_verify._pool is not None:  # every repeat starts from cold workers, as ours do
+        math_verify._pool.shutdown(wait=True)
+        math_verify._pool = None
     with ThreadPoolExecutor(16) as threads:  # start all of verl's pool workers outside the timing
         list(threads.map(lambda _: math_verify.compute_score("\\boxed{1}", "1"), range(16)))
 
-    async def score_all() -> tuple[list[float], float]:
+    pids = list(math_verify._pool._processes)
+
+    async def score_all() -> tuple[list[float], Timing]:
         manager = NaiveRewardManager(
             config=OmegaConf.create({}), tokenizer=tokenizer, compute_score=_verl_compute_score
         )
+        cpu_start = time.process_time() + _cpu_seconds(pids)
         start = time.perf_counter()
         results = await asyncio.gather(*(manager.run_single(item) for item in items))
-        return [float(r["reward_score"]) for r in results], time.perf_counter() - start
+        elapsed = time.perf_counter() - start
+        cpu = time.process_time() + _cpu_seconds(pids) - cpu_start
+        return [float(r["reward_score"]) for r in results], Timing(elapsed, cpu)
 
     flat, elapsed = asyncio.run(score_all())
     out, k = [], 0
@@ -316,7 +356,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prompts", type=int, default=512)
     parser.add_argument("--n", type=int, default=16)
     parser.add_argument("--baseline-prompts", type=int, default=64, help="prompts scored by verl's path (subset)")
-    parser.add_argument("--workers", type=int, default=2, help="math-verify workers for our path")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=ConsistencyConfig().verify_workers,
+        help="math-verify workers for our path (default: the training default, coact.consistency.verify_workers)",
+    )
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs of each path; medians are reported")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     args = parser.parse_args(argv)
@@ -329,9 +375,6 @@ def main(argv: list[str] | None = None) -> int:
     positives = sum(sum(p.truth) for p in prompts)
     print(f"built {len(prompts)} prompts x {args.n} = {total} responses ({positives} equivalent to gold)")
 
-    ours, t_ours, counters = run_ours(prompts, args.workers, batched=True)
-    ours_pg, t_ours_pg, _ = run_ours(prompts, args.workers, batched=False)
-
     rng = random.Random(args.seed + 1)
     by_task = {t: [i for i, p in enumerate(prompts) if p.task == t] for t in ("gsm8k", "math")}
     half = min(args.baseline_prompts // 2, len(by_task["gsm8k"]))
@@ -339,7 +382,17 @@ def main(argv: list[str] | None = None) -> int:
     subset_idx = sorted(rng.sample(by_task["gsm8k"], half) + rng.sample(by_task["math"], rest))
     subset = [prompts[i] for i in subset_idx]
     sub_total = sum(len(p.responses) for p in subset)
-    verl_rewards, t_verl = run_verl(subset)
+
+    runs: dict[str, list[Timing]] = {"batched": [], "per_group": [], "verl": []}
+    for _ in range(max(1, args.repeats)):
+        ours, t_ours, counters = run_ours(prompts, args.workers, batched=True)
+        ours_pg, t_ours_pg, _ = run_ours(prompts, args.workers, batched=False)
+        verl_rewards, t_verl = run_verl(subset)
+        for name, t in (("batched", t_ours), ("per_group", t_ours_pg), ("verl", t_verl)):
+            runs[name].append(t)
+    times = {k: [t.wall for t in v] for k, v in runs.items()}
+    cpus = {k: statistics.median(t.cpu for t in v) for k, v in runs.items()}
+    t_ours, t_ours_pg, t_verl = (statistics.median(times[k]) for k in ("batched", "per_group", "verl"))
 
     rate_ours, rate_pg, rate_verl = total / t_ours, total / t_ours_pg, sub_total / t_verl
     print()
@@ -351,8 +404,21 @@ def main(argv: list[str] | None = None) -> int:
     print(_row("coact on verl's subset (from the batched run)", subset, [ours[i] for i in subset_idx], None))
     print()
     print(f"speed ratio vs verl: {rate_ours / rate_verl:.1f}x batched, {rate_pg / rate_verl:.1f}x one group per call")
+    per_repeat = [
+        f"{(total / b) / (sub_total / v):.1f}x/{(total / g) / (sub_total / v):.1f}x"
+        for b, g, v in zip(times["batched"], times["per_group"], times["verl"], strict=True)
+    ]
+    repeats = len(times["verl"])
+    print(f"median of {repeats} cold repeats; per repeat (batched/one group per call): {', '.join(per_repeat)}")
     print(f"verl timed on {len(subset)} of {len(prompts)} prompts ({sub_total} responses); ours on all {total}.")
-    print(f"our math-verify work (batched run): {json.dumps(counters)}")
+    cpu_rate = {k: (sub_total if k == "verl" else total) / cpus[k] for k in cpus}
+    print(
+        f"CPU seconds (median; calling process + its math-verify workers): verl {cpus['verl']:.2f}, "
+        f"batched {cpus['batched']:.2f}, one group per call {cpus['per_group']:.2f}; responses per CPU second vs "
+        f"verl: {cpu_rate['batched'] / cpu_rate['verl']:.1f}x batched, "
+        f"{cpu_rate['per_group'] / cpu_rate['verl']:.1f}x one group per call (less sensitive to a loaded machine)"
+    )
+    print(f"our math-verify work (batched run, {args.workers} worker(s)): {json.dumps(counters)}")
     return 0
 
 

@@ -2,7 +2,8 @@
 
 Starts a real service (uvicorn subprocess, SQLite file in a temp dir) per server setting, drives it from a
 separate load process with lightweight keep-alive HTTP/1.1 connections, and prints requests/s, p50/p99 latency
-and budget overruns (labels granted beyond the budget; must be 0). With ``--client httpx`` the load comes from
+and budget overruns (labels granted beyond the budget; must be 0). Queries go to a run opened by the start-up
+handshake and name it in their ``X-CoAct-Run`` header, as a trainer's do. With ``--client httpx`` the load comes from
 :class:`~coact_verl.oracle.OracleClient` instead, to show what a trainer process gets.
 
 Baseline, measured in the same run: ``floor``, a bare uvicorn endpoint that reads the same request and answers a
@@ -35,6 +36,8 @@ import psutil
 import uvloop
 
 from coact_verl.oracle import OracleClient, start_local_service, stop_local_service
+from coact_verl.oracle.client import handshake
+from coact_verl.oracle.service.run_store import RUN_HEADER
 
 TOKEN, ADMIN = "bench-trainer", "bench-admin"
 TARGET_RATE, TARGET_P99_MS = 2000, 20.0
@@ -111,7 +114,7 @@ def _body(i: int, run: str) -> bytes:
 
 
 async def _raw_load(
-    port: int, requests: int, concurrency: int, run: str, rate: float = 0.0
+    port: int, requests: int, concurrency: int, run: str, rate: float = 0.0, run_id: int | None = None
 ) -> tuple[list[float], dict[str, int], float]:
     """Keep-alive HTTP/1.1 clients written on asyncio streams: little client CPU per request.
 
@@ -123,6 +126,7 @@ async def _raw_load(
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     interval = concurrency / rate if rate > 0 else 0.0
+    run_header = "" if run_id is None else f"{RUN_HEADER}: {run_id}\r\n"
     opened = time.perf_counter()
     begin = opened + 0.2  # open loop: the first send; a closed loop sends at once and is timed from `opened`
 
@@ -137,7 +141,7 @@ async def _raw_load(
                 if delay > 0:
                     await asyncio.sleep(delay)
             head = (
-                f"POST /v1/queries HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n"
+                f"POST /v1/queries HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {TOKEN}\r\n{run_header}"
                 f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\n\r\n"
             ).encode()
             start = scheduled if interval else time.perf_counter()
@@ -159,12 +163,14 @@ async def _raw_load(
     return latencies, statuses, time.perf_counter() - (begin if interval else opened)
 
 
-async def _httpx_load(url: str, requests: int, concurrency: int, run: str) -> tuple[list[float], dict[str, int], float]:
+async def _httpx_load(
+    url: str, requests: int, concurrency: int, run: str, run_id: int | None
+) -> tuple[list[float], dict[str, int], float]:
     latencies: list[float] = []
     statuses: dict[str, int] = {}
     next_i = iter(range(requests))
     # One client, as in a trainer process: ``concurrency`` callers share its (default-sized) connection pool.
-    async with OracleClient(url, TOKEN, request_timeout_s=10, max_wait_s=30) as client:
+    async with OracleClient(url, TOKEN, request_timeout_s=10, max_wait_s=30, run_id=run_id) as client:
 
         async def worker() -> None:
             for i in next_i:
@@ -177,12 +183,14 @@ async def _httpx_load(url: str, requests: int, concurrency: int, run: str) -> tu
         return latencies, statuses, time.perf_counter() - start
 
 
-def _load_process(kind: str, url: str, requests: int, concurrency: int, run: str, rate: float, out: mp.Queue) -> None:
+def _load_process(
+    kind: str, url: str, requests: int, concurrency: int, run: str, rate: float, run_id: int | None, out: mp.Queue
+) -> None:
     port = int(url.rsplit(":", 1)[1])
     if kind == "raw":  # on uvloop, like the service: the load generator should cost the shared cores little
-        out.put(uvloop.run(_raw_load(port, requests, concurrency, run, rate)))
+        out.put(uvloop.run(_raw_load(port, requests, concurrency, run, rate, run_id)))
     else:
-        out.put(asyncio.run(_httpx_load(url, requests, concurrency, run)))
+        out.put(asyncio.run(_httpx_load(url, requests, concurrency, run, run_id)))
 
 
 def _result(loader: mp.process.BaseProcess, out: mp.Queue, timeout_s: float = 600.0) -> tuple:
@@ -216,17 +224,19 @@ def bench(name: str, extra: list[str], args: argparse.Namespace, rate: float) ->
             log_path=str(tmp / "oracle.log"),
         )
     try:
+        # the trainer's path: a run opened by the handshake, named in every query's X-CoAct-Run header
+        run_id = None if name == FLOOR else int(handshake(url, TOKEN, run_name=f"bench/{name}")["run"]["id"])
         ctx = mp.get_context("spawn")
         for run, count, run_rate in (("warmup", args.warmup, 0.0), ("run", args.requests, rate)):
             out: mp.Queue = ctx.Queue()
-            load_args = (args.client, url, count, args.concurrency, run, run_rate, out)
+            load_args = (args.client, url, count, args.concurrency, run, run_rate, run_id, out)
             loader = ctx.Process(target=_load_process, args=load_args)
             cpu_before = _cpu_s(proc.pid)
             loader.start()
             latencies, statuses, elapsed = _result(loader, out)
             cpu = _cpu_s(proc.pid) - cpu_before
             loader.join(30)
-        spent = 0 if name == FLOOR else asyncio.run(_spent(url))
+        spent = 0 if name == FLOOR else asyncio.run(_spent(url, run_id))
     finally:
         stop_local_service(proc)
     lat_ms = sorted(x * 1e3 for x in latencies)
@@ -256,8 +266,8 @@ def _cpu_s(pid: int) -> float:
     return total
 
 
-async def _spent(url: str) -> int:
-    async with OracleClient(url, ADMIN) as admin:
+async def _spent(url: str, run_id: int | None) -> int:
+    async with OracleClient(url, ADMIN, run_id=run_id) as admin:
         return (await admin.budget())["spent"]
 
 

@@ -43,9 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--max-train", type=int, default=None, help="keep at most this many training prompts")
     prep.set_defaults(func=_prepare)
 
-    demo = sub.add_parser("demo", help="run a few CoAct GRPO steps on CPU with a tiny local model")
+    demo = sub.add_parser("demo", help="CoAct's story on CPU: a small model with planted errors, a few GRPO steps")
     demo.add_argument("--workdir", default="demo_run")
-    demo.add_argument("--steps", type=int, default=3)
+    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's own)")
     demo.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. coact.router.policy=random")
     demo.set_defaults(func=_demo)
 

@@ -13,7 +13,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-TASKS = ("gsm8k", "math", "numeric")
+from coact_verl.tasks import TASKS
+
 ROUTER_POLICIES = ("coact", "adaptive", "lowest_agreement", "random", "self_only", "gold_all")
 ROUTER_EMBEDDERS = ("hashing", "minilm")
 ORACLE_BACKENDS = ("gold", "llm_judge", "human", "simulated")
@@ -163,6 +164,11 @@ class OracleConfig:
         retries: retries after a failed request (exponential backoff).
         max_connections: HTTP connections (and requests in flight) per trainer-side client.
         serve_args: extra ``oracle serve`` options for a locally started service, e.g. ``["--sim-flip-rate", "0.1"]``.
+        run_name: this run's namespace in the service (its budget, step and labels); ``None``:
+            ``trainer.project_name/trainer.experiment_name``. A fresh run opens a new generation of the name, a
+            resumed run (verl resumes from a checkpoint) continues the newest one.
+        run_id: the service's id of this run, set by the start-up handshake for every worker of the run; leave it
+            ``None``.
     """
 
     url: str | None = None
@@ -176,6 +182,8 @@ class OracleConfig:
     retries: int = 2
     max_connections: int = 16
     serve_args: tuple[str, ...] = ()
+    run_name: str | None = None
+    run_id: int | None = None
 
     def __post_init__(self) -> None:
         if self.backend not in ORACLE_BACKENDS:
@@ -266,6 +274,25 @@ class FeedbackConfig:
 
 
 @dataclass(frozen=True)
+class GroupConfig:
+    """How long the n responses of a prompt wait for one another before the group gives up.
+
+    Args:
+        rollout_timeout_s: the longest a finished rollout session waits for its siblings in the rollout
+            worker, in seconds; the group then fails and verl's replay buffer replaces it.
+        reward_timeout_s: the longest a response waits for its siblings in the drop-in ``coact`` reward
+            manager, in seconds; it then gets reward 0 with route ``incomplete``.
+    """
+
+    rollout_timeout_s: float = 1800.0
+    reward_timeout_s: float = 300.0
+
+    def __post_init__(self) -> None:
+        if not self.rollout_timeout_s > 0 or not self.reward_timeout_s > 0:
+            raise ValueError("coact.group.rollout_timeout_s and reward_timeout_s must be > 0")
+
+
+@dataclass(frozen=True)
 class CoActConfig:
     """All plugin settings (the ``coact:`` key of a config)."""
 
@@ -275,6 +302,7 @@ class CoActConfig:
     dpo: DPOConfig = field(default_factory=DPOConfig)
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    group: GroupConfig = field(default_factory=GroupConfig)
 
     @classmethod
     def from_mapping(cls, mapping: Mapping[str, Any] | None) -> CoActConfig:

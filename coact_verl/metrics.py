@@ -10,13 +10,29 @@ from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
+from coact_verl import metric_keys as keys
+from coact_verl.records import (
+    ORACLE_NOT_ASKED,
+    ROUTE_DROP,
+    ROUTE_FEEDBACK,
+    ROUTE_ORACLE,
+    ROUTE_SELF,
+    SOURCE_NONE,
+    SOURCE_ORACLE,
+    SOURCE_SELF,
+    ResponseInfo,
+)
+
 AGREEMENT_BINS = (0.25, 0.5, 0.75, 1.0)
 
 
-def _group_rows(infos: Sequence[Mapping[str, Any]], uids: Sequence[str]) -> dict[str, list[Mapping[str, Any]]]:
-    groups: dict[str, list[Mapping[str, Any]]] = {}
-    for uid, info in zip(uids, infos, strict=True):
-        if info and "coact_route" in info and info["coact_route"] != "feedback":  # user pairs: not CoAct groups
+def _group_rows(infos: Sequence[Mapping[str, Any]], uids: Sequence[str]) -> dict[str, list[ResponseInfo]]:
+    groups: dict[str, list[ResponseInfo]] = {}
+    for uid, raw in zip(uids, infos, strict=True):
+        if not ResponseInfo.is_coact(raw):
+            continue
+        info = ResponseInfo.from_extra_info(raw)
+        if info.route != ROUTE_FEEDBACK:  # user pairs: not CoAct groups
             groups.setdefault(uid, []).append(info)
     return groups
 
@@ -30,43 +46,43 @@ def step_metrics(
     """Aggregate one training batch.
 
     Args:
-        infos: ``reward_extra_info`` of each response, shape ``(B,)``.
+        infos: ``reward_extra_info`` of each response (:class:`~coact_verl.records.ResponseInfo`), shape ``(B,)``.
         uids: the group (prompt) uid of each response, shape ``(B,)``.
-        gold: hidden gold answers by ``coact_prompt_id`` (metrics only), or ``None``.
+        gold: hidden gold answers by prompt id (metrics only), or ``None``.
         same: batch equivalence test over ``(a, b)`` pairs, required with ``gold``.
 
     Returns:
-        ``coact/...`` metrics: agreement mean and histogram, route fractions, label sources, oracle
-        statuses, and with gold: self-label precision, oracle label accuracy, reward accuracy.
+        ``coact/...`` metrics (:mod:`coact_verl.metric_keys`): agreement mean and histogram, route fractions,
+        label sources, oracle statuses, and with gold: self-label precision, oracle label accuracy, reward accuracy.
     """
     groups = _group_rows(infos, uids)
     if not groups:
         return {}
     heads = [rows[0] for rows in groups.values()]
     count = len(heads)
-    metrics: dict[str, float] = {"coact/groups": float(count)}
-    agreements = [float(h["coact_agreement"]) for h in heads]
-    metrics["coact/agreement/mean"] = sum(agreements) / count
+    metrics: dict[str, float] = {keys.GROUPS: float(count)}
+    agreements = [h.agreement for h in heads]
+    metrics[keys.AGREEMENT_MEAN] = sum(agreements) / count
     lower = 0.0
     for upper in AGREEMENT_BINS:
         inside = sum(1 for a in agreements if lower < a <= upper or (lower == 0.0 and a == 0.0))
-        metrics[f"coact/agreement/hist_le_{upper:g}"] = inside / count
+        metrics[keys.AGREEMENT_HIST.format(upper=f"{upper:g}")] = inside / count
         lower = upper
-    routes = Counter(h["coact_route"] for h in heads)
-    for route in ("self", "oracle", "drop"):
-        metrics[f"coact/route/{route}_frac"] = routes.get(route, 0) / count
-    for status, value in Counter(h["coact_oracle_status"] for h in heads).items():
-        if status != "not_asked":
-            metrics[f"coact/oracle/status_{status}"] = float(value)
-    labelled = [h for h in heads if h["coact_label_source"] != "none"]
-    metrics["coact/labelled_frac"] = len(labelled) / count
+    routes = Counter(h.route for h in heads)
+    for route in (ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP):
+        metrics[keys.ROUTE_FRAC.format(route=route)] = routes.get(route, 0) / count
+    for status, value in Counter(h.oracle_status for h in heads).items():
+        if status != ORACLE_NOT_ASKED:
+            metrics[keys.ORACLE_STATUS.format(status=status)] = float(value)
+    labelled = [h for h in heads if h.label_source != SOURCE_NONE]
+    metrics[keys.LABELLED_FRAC] = len(labelled) / count
     if gold and same is not None:
         metrics.update(_gold_metrics(groups, gold, same))
     return metrics
 
 
 def _gold_metrics(
-    groups: Mapping[str, list[Mapping[str, Any]]],
+    groups: Mapping[str, list[ResponseInfo]],
     gold: Mapping[str, str],
     same: Callable[[Sequence[tuple[str | None, str]]], list[bool]],
 ) -> dict[str, float]:
@@ -75,32 +91,31 @@ def _gold_metrics(
     An oracle verdict is right when the answer it accepted is the gold one, or, when it accepted none of
     the candidates, when no response of the group matches the gold answer.
     """
-    checked = [(rows, gold.get(str(rows[0].get("coact_prompt_id", "")))) for rows in groups.values()]
-    checked = [(rows, answer) for rows, answer in checked if answer is not None]
+    checked = [(rows, gold[rows[0].prompt_id]) for rows in groups.values() if rows[0].prompt_id in gold]
     pairs: list[tuple[str | None, str]] = []
     for rows, answer in checked:
-        pairs.append((rows[0]["coact_label"] or None, answer))
-        pairs.extend((row["coact_pred"] or None, answer) for row in rows)
+        pairs.append((rows[0].label or None, answer))
+        pairs.extend((row.pred or None, answer) for row in rows)
     verdicts = iter(same(pairs)) if pairs else iter(())
-    hits: dict[str, list[bool]] = {"self": [], "oracle": []}
+    hits: dict[str, list[bool]] = {SOURCE_SELF: [], SOURCE_ORACLE: []}
     reward_agree: list[bool] = []
     gold_hits: list[bool] = []
     for rows, _ in checked:
         label_ok = next(verdicts)
         preds_ok = [next(verdicts) for _ in rows]
-        source = rows[0]["coact_label_source"]
-        if source == "self":
-            hits["self"].append(label_ok)
-        elif source == "oracle":
-            hits["oracle"].append(label_ok if rows[0]["coact_label"] else not any(preds_ok))
-        if source != "none":
-            reward_agree.extend((float(r["coact_reward"]) > 0.5) == ok for r, ok in zip(rows, preds_ok, strict=True))
+        source = rows[0].label_source
+        if source == SOURCE_SELF:
+            hits[SOURCE_SELF].append(label_ok)
+        elif source == SOURCE_ORACLE:
+            hits[SOURCE_ORACLE].append(label_ok if rows[0].label else not any(preds_ok))
+        if source != SOURCE_NONE:
+            reward_agree.extend((r.reward > 0.5) == ok for r, ok in zip(rows, preds_ok, strict=True))
             gold_hits.extend(preds_ok)
     metrics: dict[str, float] = {}
-    for source, name in (("self", "coact/self_label/precision"), ("oracle", "coact/oracle/label_accuracy")):
+    for source, name in ((SOURCE_SELF, keys.SELF_LABEL_PRECISION), (SOURCE_ORACLE, keys.ORACLE_LABEL_ACCURACY)):
         if hits[source]:
             metrics[name] = sum(hits[source]) / len(hits[source])
     if reward_agree:
-        metrics["coact/reward/accuracy"] = sum(reward_agree) / len(reward_agree)
-        metrics["coact/reward/gold_acc"] = sum(gold_hits) / len(gold_hits)
+        metrics[keys.REWARD_ACCURACY] = sum(reward_agree) / len(reward_agree)
+        metrics[keys.REWARD_GOLD_ACC] = sum(gold_hits) / len(gold_hits)
     return metrics

@@ -41,6 +41,11 @@ def test_config_composes_with_cfg_job(name):
     settings = CoActConfig.from_mapping(job["coact"])  # typed check of the plugin section
     assert job["actor_rollout_ref"]["rollout"]["agent"]["agent_loop_manager_class"].startswith("coact_verl.")
     assert job["trainer"]["v1"]["trainer_mode"] in {"coact", "coact_dpo"}
+    if "_classic" in name:  # verl's classic RayPPOTrainer, groups labelled in the coact reward manager
+        assert job["trainer"]["use_v1"] is False and job["reward"]["reward_manager"]["name"] == "coact"
+        assert job["actor_rollout_ref"]["rollout"]["agent"]["agent_loop_manager_class"].endswith(
+            ".classic.CoActClassicAgentLoopManager"
+        )
     if name.endswith("_cpu"):
         assert job["actor_rollout_ref"]["rollout"]["name"] == "hf"
         assert job["trainer"]["device"] == "cpu"

@@ -5,19 +5,21 @@ from __future__ import annotations
 import pytest
 
 from coact_verl.metrics import step_metrics
+from coact_verl.records import ResponseInfo
 
 
 def _row(pid, route, source, label, pred, reward, agreement, status="not_asked"):
-    return {
-        "coact_prompt_id": pid,
-        "coact_route": route,
-        "coact_label_source": source,
-        "coact_label": label,
-        "coact_pred": pred,
-        "coact_reward": reward,
-        "coact_agreement": agreement,
-        "coact_oracle_status": status,
-    }
+    info = ResponseInfo(
+        prompt_id=pid,
+        route=route,
+        label_source=source,
+        label=label,
+        pred=pred,
+        reward=reward,
+        agreement=agreement,
+        oracle_status=status,
+    )
+    return info.to_extra_info()
 
 
 def _same(pairs):

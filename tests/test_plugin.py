@@ -45,11 +45,10 @@ HEAVY_MODULES = (
     "verl.experimental.agent_loop",
     "coact_verl.adapters.trainer",
     "coact_verl.adapters.dpo",
-    "coact_verl.adapters.feedback",
     "coact_verl.adapters.reward_manager",
     "coact_verl.cpu.hf_rollout",
     "coact_verl.consistency",
-    "coact_verl.labeling",
+    "coact_verl.group.labeler",
 )
 
 ASK_FOR_EVERY_COMPONENT = """
@@ -123,7 +122,7 @@ def test_entry_point_registers_everything_without_env_vars():
         "reward_manager": "CoActRewardManager",
         "trainer": "CoActTrainer",
         "dpo_trainer": "CoActDPOTrainer",
-        "agent_loop": "coact_verl.adapters.feedback.FeedbackPairAgentLoop",
+        "agent_loop": "coact_verl.adapters.dpo.FeedbackPairAgentLoop",
     }
 
 

@@ -17,6 +17,7 @@ from verl import DataProto
 from coact_verl.adapters import agent_loop, reward_manager
 from coact_verl.adapters.agent_loop import CoActAgentLoopWorker
 from coact_verl.adapters.reward_manager import CoActRewardManager
+from coact_verl.records import VALIDATE_KEY, ResponseInfo
 
 CONFIG = OmegaConf.create(
     {"actor_rollout_ref": {"rollout": {"n": 4}}, "coact": {"consistency": {"use_math_verify": False}}}
@@ -40,7 +41,7 @@ class GateThatMustNotBeUsed:
         async def arrive(*args, **kwargs):
             self.calls += 1
             await asyncio.sleep(0)
-            return 0.0, dict(reward_manager.INCOMPLETE_INFO), False
+            return ResponseInfo.incomplete()
 
         self.arrive = SimpleNamespace(remote=arrive)
 
@@ -48,7 +49,7 @@ class GateThatMustNotBeUsed:
 @pytest.fixture()
 def gate(monkeypatch):
     fake = GateThatMustNotBeUsed()
-    monkeypatch.setattr(reward_manager, "_gate_handle", lambda config: fake)
+    monkeypatch.setattr(reward_manager, "gate_handle", lambda config: fake)
     return fake
 
 
@@ -113,7 +114,7 @@ def test_a_validation_row_without_an_eval_split_is_scored_alone_at_once(monkeypa
     assert seen["seconds"] < 5.0
     info = seen["result"]["reward_extra_info"]
     assert seen["result"]["reward_score"] == 1.0 and info["acc"] == 1.0 and info["pred"] == "42"
-    assert seen["kwargs"]["extra_info"][reward_manager.VALIDATE_KEY] is True
+    assert seen["kwargs"]["extra_info"][VALIDATE_KEY] is True
 
     wrong = _validate_through_the_worker(monkeypatch, dict(extra_info), "so #### 41")
     assert wrong["result"]["reward_score"] == 0.0 and wrong["result"]["reward_extra_info"]["pred"] == "41"

@@ -12,10 +12,13 @@ first of them to need the oracle resolves it:
   ``$COACT_ORACLE_TRAINER_TOKEN``.
 
 Either way the trainer then shakes hands with the service (:func:`coact_verl.oracle.client.handshake`: reachable,
-token valid with the trainer role, backend, gold answers where the backend needs them, total budget) and stops with
-one message naming what to set if anything is wrong. It writes the URL, the token and the service's budget back into
-``coact.oracle``, so everything built after it, Ray workers on every node included, reaches the same service. Only
-after a successful handshake does an outage degrade training (self-label or drop, counted).
+token valid with the trainer role, backend, gold answers where the backend needs them, total budget) and opens this
+run's namespace in it: ``coact.oracle.run_name`` or ``trainer.project_name/trainer.experiment_name``, fresh (a new
+generation of the name: no spent budget, no labels) unless verl resumes from a checkpoint (then the newest
+generation, with its budget and labels). It stops with one message naming what to set if anything is wrong. It
+writes the URL, the token, the run id and the service's budget back into ``coact.oracle``, so everything built after
+it, Ray workers on every node included, reaches the same service and run. Only after a successful handshake does an
+outage degrade training (self-label or drop, counted).
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ from coact_verl.config import CoActConfig
 logger = logging.getLogger(__name__)
 
 _started: list[Any] = []
-_checked: dict[str, dict[str, Any]] = {}
+_checked: dict[tuple[str, str], dict[str, Any]] = {}  # (url, run name) → handshake answer
 
 
 def coact_config(config: Any) -> CoActConfig:
@@ -47,6 +50,48 @@ def _trainer_setting(config: Any, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+def run_resumes(config: Any) -> bool:
+    """Whether verl will resume this run: ``trainer.resume_mode`` is not ``disable`` and either names a checkpoint
+    (``resume_path``) or ``trainer.default_local_dir`` holds one."""
+    local_dir = Path(str(_trainer_setting(config, "default_local_dir", "checkpoints")))
+    resume_mode = str(_trainer_setting(config, "resume_mode", "auto"))
+    return resume_mode != "disable" and (
+        resume_mode == "resume_path" or (local_dir / "latest_checkpointed_iteration.txt").exists()
+    )
+
+
+def run_name(config: Any, name: str | None = None) -> str:
+    """This run's namespace in the oracle service: ``name`` if given, else
+    ``trainer.project_name/trainer.experiment_name``."""
+    if name:
+        return name
+    project = _trainer_setting(config, "project_name", "coact")
+    experiment = _trainer_setting(config, "experiment_name", "run")
+    return f"{project}/{experiment}"
+
+
+def _samples_per_prompt(config: Any) -> int | None:
+    try:
+        n = config.get("actor_rollout_ref").get("rollout").get("n")
+    except AttributeError:
+        return None
+    return None if n is None else int(n)
+
+
+def _write_back(config: Any, key: str, value: Any) -> None:
+    """Set ``coact.oracle.<key>`` in the job's config, adding the key if a struct-mode config lacks it."""
+    try:
+        from omegaconf import DictConfig, open_dict
+    except ImportError:  # pragma: no cover - omegaconf ships with verl
+        DictConfig = None  # noqa: N806
+    node = config.coact.oracle
+    if DictConfig is not None and isinstance(node, DictConfig):
+        with open_dict(node):
+            node[key] = value
+    else:
+        setattr(node, key, value)
+
+
 def run_db_path(config: Any, db_path: str | None) -> str:
     """The local service's database for this run; a fresh run sets an earlier run's file aside.
 
@@ -58,11 +103,7 @@ def run_db_path(config: Any, db_path: str | None) -> str:
     """
     local_dir = Path(str(_trainer_setting(config, "default_local_dir", "checkpoints")))
     path = Path(db_path) if db_path else local_dir / "oracle.sqlite"
-    resume_mode = str(_trainer_setting(config, "resume_mode", "auto"))
-    resumes = resume_mode != "disable" and (
-        resume_mode == "resume_path" or (local_dir / "latest_checkpointed_iteration.txt").exists()
-    )
-    if not resumes and path.exists():
+    if not run_resumes(config) and path.exists():
         aside = path.with_name(f"{path.stem}.{time.strftime('%Y%m%d-%H%M%S')}.{time.time_ns() % 10**6}{path.suffix}")
         for suffix in ("", "-wal", "-shm"):
             old = Path(f"{path}{suffix}")
@@ -102,26 +143,43 @@ def ensure_oracle_service(config: Any) -> str | None:
         url, process = start_from_config(dataclasses.replace(oracle, token=token, db_path=db_path))
         _started.append(process)
         atexit.register(stop_local_service, process)
-        config.coact.oracle.url = url
-        config.coact.oracle.db_path = db_path
+        _write_back(config, "url", url)
+        _write_back(config, "db_path", db_path)
         logger.info("CoAct oracle service (%s backend, %s) started at %s", oracle.backend, db_path, url)
-    if url not in _checked:
+    name = run_name(config, oracle.run_name)
+    if (url, name) not in _checked:
         try:
-            _checked[url] = handshake(url, token, budget_total=oracle.budget_total, request_timeout_s=5.0)
+            _checked[(url, name)] = handshake(
+                url,
+                token,
+                budget_total=oracle.budget_total,
+                run_name=name,
+                resume=run_resumes(config),
+                run_id=oracle.run_id,
+                samples_per_prompt=_samples_per_prompt(config),
+                request_timeout_s=5.0,
+            )
         except OracleSetupError as error:
             logger.error("CoAct oracle: %s", error)
             raise
-        info = _checked[url]
+        info = _checked[(url, name)]
+        run = info["run"]
         logger.info(
-            "CoAct oracle at %s: %s backend, %d gold answers, budget %s",
+            "CoAct oracle at %s: %s backend, %d gold answers; run %s (id %d, generation %d, %s), budget %s",
             url,
             info.get("backend"),
             info.get("gold", 0),
+            run["name"],
+            run["id"],
+            run["generation"],
+            "resumed" if run["resumed"] else "fresh",
             info.get("budget"),
         )
     # Everything built after this point (Ray workers on any node) reads these from the job's config.
-    config.coact.oracle.token = token
-    total = (_checked[url].get("budget") or {}).get("total")
+    info = _checked[(url, name)]
+    _write_back(config, "token", token)
+    _write_back(config, "run_id", int(info["run"]["id"]))
+    total = (info.get("budget") or {}).get("total")
     if oracle.budget_total is None and total is not None:
-        config.coact.oracle.budget_total = total  # read from the service: the router paces against it
+        _write_back(config, "budget_total", total)  # read from the service: the router paces against it
     return url

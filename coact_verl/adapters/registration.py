@@ -28,7 +28,7 @@ LAZY_NAMES = (
         "_agent_loop_registry",
         "agent loop",
         # coact_verl.feedback.queue.FEEDBACK_AGENT (not imported here: the value is all that is needed)
-        {"coact_feedback": "coact_verl.adapters.feedback"},
+        {"coact_feedback": "coact_verl.adapters.dpo"},
     ),
 )
 

@@ -1,125 +1,68 @@
 """Drop-in group-aware reward manager: ``reward.reward_manager.name=coact`` in a stock verl config.
 
-verl scores one response per ``run_single`` call, spread over reward workers. Training responses of a
-prompt meet in :class:`GroupGate`, one async Ray actor per job that owns the same
-:class:`~coact_verl.labeling.GroupLabeler` as the rollout path: once all n siblings of a uid have
-arrived it labels the group once and answers every waiting call with its response's reward. A caller
-awaits the gate (never a blocking ``ray.get``, which would serialise a worker's event loop), and the gate
-gives up on a group after ``COACT_GATE_TIMEOUT_S`` seconds, so a failed or missing sibling cannot
-deadlock the step; such responses get reward 0 with ``coact_route="incomplete"``.
+verl scores one response per ``run_single`` call. Training responses meet in one
+:class:`~coact_verl.group.gate.RewardGate` per job (a Ray actor, awaited, never a blocking ``ray.get``), which labels
+each group once; a response waits at most ``coact.group.reward_timeout_s`` seconds. The gate is the job's one oracle
+user: it runs the oracle set-up and handshake (:func:`~coact_verl.adapters.oracle_service.ensure_oracle_service`);
+a misconfigured oracle stops the run with the handshake's message, at start-up on the classic trainer
+(:mod:`coact_verl.adapters.classic`), at the first scored response with verl's stock V1 agent loop.
 
-Responses of validation rows (verl's ``validate`` flag, which the CoAct rollout worker passes on as
-``extra_info.coact_validate``; or ``extra_info.split`` in ``test``/``val``/``validation``/``eval``) are
-scored alone, at once, against their ``reward_model.ground_truth``: ``score``/``acc`` 1 when the extracted
-answer is equivalent, and ``pred`` (the answer), so verl's ``maj@N`` validation metrics work. Training rows never use
-``ground_truth``.
+Validation rows are scored alone against ``reward_model.ground_truth``: rows marked ``extra_info.coact_validate``
+(verl's ``validate`` flag), with an evaluation ``split``, or (V1 trainer) whose uid verl registered in
+TransferQueue's validation partition (a stock agent loop drops verl's flag before scoring).
 """
 
 from __future__ import annotations
 
-import asyncio
-import os
 import time
 from typing import Any
 
 import ray
+import transfer_queue as tq
+from omegaconf import OmegaConf
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from coact_verl.adapters.oracle_service import coact_config
-from coact_verl.consistency import AnswerClusterer, extract_answer
-from coact_verl.labeling import GroupLabeler, GroupRequest, given_label, prompt_question
+from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
+from coact_verl.consistency import AnswerClusterer
+from coact_verl.group.gate import Arrival, RewardGate, score_alone
+from coact_verl.oracle.client import OracleSetupError
+from coact_verl.records import PromptRow
 
-EVAL_SPLITS = frozenset({"test", "val", "validation", "eval"})
-#: ``extra_info`` key with which the CoAct rollout worker marks a validation row (verl's ``validate`` flag).
-VALIDATE_KEY = "coact_validate"
-GATE_TIMEOUT_S = float(os.environ.get("COACT_GATE_TIMEOUT_S", "300"))
-INCOMPLETE_INFO = {
-    "coact_agreement": 0.0,
-    "coact_entropy": 0.0,
-    "coact_route": "incomplete",
-    "coact_route_reason": "gate_timeout",
-    "coact_label_source": "none",
-    "coact_label": "",
-    "coact_label_cluster": -1,
-    "coact_pred": "",
-    "coact_cluster": -1,
-    "coact_oracle_status": "not_asked",
-    "coact_reward": 0.0,
-    "coact_prompt_id": "",
-    "coact_pair_role": "",
-    "coact_pair_weight": 1.0,
-}
+#: verl's V1 TransferQueue: its controller actor (name, namespace) and the partition of validation prompts.
+TQ_CONTROLLER, VALIDATION_PARTITION = ("TransferQueueController", "transfer_queue"), "val"
 
 
-def is_validation_row(extra_info: dict[str, Any]) -> bool:
-    """A row scored alone: marked by the CoAct rollout worker from verl's ``validate`` flag, or with an
-    evaluation ``split``."""
-    return bool(extra_info.get(VALIDATE_KEY)) or str(extra_info.get("split", "")).lower() in EVAL_SPLITS
+class GroupGate(RewardGate):
+    """The job's :class:`RewardGate`, built from the job's whole config (a container) after the oracle set-up; a
+    stock config gets a ``coact.oracle`` node for the URL, token and run id that the set-up writes back."""
 
-
-class GroupGate:
-    """Async actor body where the n responses of a prompt meet and are labelled once."""
-
-    def __init__(self, coact_settings: dict[str, Any] | None) -> None:
-        from coact_verl.config import CoActConfig
-
-        config = CoActConfig.from_mapping(coact_settings)
-        self.labeler = GroupLabeler(config, oracle_url=config.oracle.url)
-        self.groups: dict[str, dict[str, Any]] = {}
-
-    async def arrive(self, uid: str, session_id: int, size: int, fields: dict[str, Any], timeout_s: float):
-        """Store one response; wait for its group's outcome. Returns ``(reward, extra_info, complete)``."""
-        group = self.groups.setdefault(uid, {"items": {}, "outcome": asyncio.get_running_loop().create_future()})
-        group["items"][session_id] = fields
-        if len(group["items"]) >= size and not group.get("started"):
-            group["started"] = True
-            asyncio.get_running_loop().create_task(self._label(uid, group))
+    def __init__(self, job_config: dict[str, Any]) -> None:
+        job_config["coact"] = job_config.get("coact") or {}
+        job_config["coact"]["oracle"] = job_config["coact"].get("oracle") or {}
+        config = OmegaConf.create(job_config)
         try:
-            outcome, order = await asyncio.wait_for(asyncio.shield(group["outcome"]), timeout=timeout_s)
-        except asyncio.TimeoutError:
-            self._forget(uid, group)
-            return 0.0, dict(INCOMPLETE_INFO), False
-        index = order.index(session_id)
-        self._forget(uid, group)
-        info = {**outcome.extra_info(index), "coact_prompt_id": fields["prompt_id"]}
-        return float(outcome.rewards[index]), info, True
-
-    async def _label(self, uid: str, group: dict[str, Any]) -> None:
-        order = sorted(group["items"])
-        head = group["items"][order[0]]
-        request = GroupRequest(
-            prompt_id=head["prompt_id"],
-            question=head["question"],
-            task=head["task"],
-            step=head["step"],
-            responses=tuple(group["items"][sid]["response"] for sid in order),
-            given_label=head["given"][0],
-            given_source=head["given"][1],
-        )
-        try:
-            group["outcome"].set_result((await self.labeler.label(request), order))
-        except Exception as error:  # every waiter sees the failure
-            group["outcome"].set_exception(error)
-
-    def _forget(self, uid: str, group: dict[str, Any]) -> None:
-        group["served"] = group.get("served", 0) + 1
-        if group["served"] >= len(group["items"]) and self.groups.get(uid) is group:
-            del self.groups[uid]
+            url, error = ensure_oracle_service(config), None
+        except OracleSetupError as setup_error:
+            url, error = None, str(setup_error)
+        super().__init__(coact_config(config), url, error)
 
 
-def _gate_handle(config: Any) -> Any:
+def gate_handle(config: Any) -> Any:
+    """The job's gate actor, started with ``config`` (verl's job config) unless it runs already."""
+    job = OmegaConf.to_container(config, resolve=True)
     name = f"coact_group_gate_{ray.get_runtime_context().get_job_id()}"
-    settings = config.get("coact") if hasattr(config, "get") else None
-    if settings is not None and hasattr(settings, "items"):
-        from omegaconf import OmegaConf
+    actor = ray.remote(GroupGate).options(name=name, get_if_exists=True, num_cpus=0, max_concurrency=10_000)
+    return actor.remote(job)
 
-        settings = OmegaConf.to_container(settings, resolve=True) if not isinstance(settings, dict) else settings
-    return (
-        ray.remote(GroupGate)
-        .options(name=name, get_if_exists=True, num_cpus=0, max_concurrency=10_000)
-        .remote(settings)
-    )
+
+def open_gate(config: Any) -> Any:
+    """Start the job's gate now; raise its oracle set-up error (so that the run stops at start)."""
+    gate = gate_handle(config)
+    error = ray.get(gate.ready.remote())
+    if error is not None:
+        raise OracleSetupError(error)
+    return gate
 
 
 @register("coact")
@@ -132,42 +75,47 @@ class CoActRewardManager(RewardManagerBase):
         self.group_size = int(config.actor_rollout_ref.rollout.n)
         self._gate = None
         self._clusterer: AnswerClusterer | None = None
+        self._validation_uids: dict[str, bool] | None = {} if _attach_transfer_queue(config) else None
 
     async def run_single(self, data) -> dict:
         item = data[-1:][0]
-        response_ids = item.batch["responses"]
-        valid = int(item.batch["attention_mask"][-response_ids.shape[-1] :].sum())
+        ids = item.batch["responses"]
+        valid = int(item.batch["attention_mask"][-ids.shape[-1] :].sum())
         text = await self.loop.run_in_executor(
-            None, lambda: self.tokenizer.decode(response_ids[:valid], skip_special_tokens=True)
+            None, lambda: self.tokenizer.decode(ids[:valid], skip_special_tokens=True)
         )
-        extra = item.non_tensor_batch.get("extra_info") or {}
-        extra = extra if isinstance(extra, dict) else {}
-        task = str(extra.get("task") or self.coact.consistency.task)
-        if is_validation_row(extra):
-            return await self._score_eval(text, item.non_tensor_batch.get("reward_model") or {}, task)
-        uid = str(item.non_tensor_batch["uid"])
-        fields = {
-            "response": text,
-            "prompt_id": str(extra.get("prompt_id") or uid),
-            "question": prompt_question(extra, item.non_tensor_batch.get("raw_prompt")),
-            "task": task,
-            "step": int(item.non_tensor_batch.get("global_steps") or 0),
-            "given": given_label(extra),
-        }
-        if self._gate is None:
-            self._gate = _gate_handle(self.config)
+        fields, row = item.non_tensor_batch, PromptRow.from_row(item.non_tensor_batch)
+        uid, session = str(fields["uid"]), fields.get("session_id")
+        if row.is_validation or await self._registered_for_validation(uid):
+            self._clusterer = self._clusterer or AnswerClusterer(self.coact.consistency)
+            return await score_alone(text, row, self._clusterer, self.coact.consistency.task)
+        self._gate = self._gate or gate_handle(self.config)
         start = time.monotonic()
-        reward, info, complete = await self._gate.arrive.remote(
-            uid, int(item.non_tensor_batch["session_id"]), self.group_size, fields, GATE_TIMEOUT_S
-        )
-        info.update({"coact_group_complete": float(complete), "coact_gate_wait_s": time.monotonic() - start})
-        return {"reward_score": reward, "reward_extra_info": info}
+        arrival = Arrival(text, row, int(fields.get("global_steps") or 0))
+        info = await self._gate.arrive.remote(uid, None if session is None else int(session), self.group_size, arrival)
+        info = info.replace(gate_wait_s=time.monotonic() - start)
+        return {"reward_score": info.reward, "reward_extra_info": info.to_extra_info()}
 
-    async def _score_eval(self, text: str, reward_model: dict, task: str) -> dict:
-        if self._clusterer is None:
-            self._clusterer = AnswerClusterer(self.coact.consistency)
-        pred = extract_answer(text, task)
-        gold = str(reward_model.get("ground_truth") or "")
-        correct = bool(gold) and pred is not None and await self._clusterer.asame(pred, gold, task)
-        score = 1.0 if correct else 0.0
-        return {"reward_score": score, "reward_extra_info": {"score": score, "acc": score, "pred": pred or ""}}
+    async def _registered_for_validation(self, uid: str) -> bool:
+        """Whether verl's V1 trainer registered ``uid`` as a validation prompt (asked once per uid)."""
+        if self._validation_uids is None:
+            return False
+        if uid not in self._validation_uids:
+            listing = await tq.async_kv_list(partition_id=VALIDATION_PARTITION)
+            if len(self._validation_uids) > 100_000:
+                self._validation_uids.clear()
+            self._validation_uids[uid] = uid in (listing.get(VALIDATION_PARTITION) or {})
+        return self._validation_uids[uid]
+
+
+def _attach_transfer_queue(config: Any) -> bool:
+    """Connect this process to the job's TransferQueue when it runs verl's V1 trainer (which has one)."""
+    trainer = config.get("trainer") if hasattr(config, "get") else None
+    if trainer is None or not trainer.get("use_v1", True) or not ray.is_initialized():
+        return False
+    try:
+        ray.get_actor(TQ_CONTROLLER[0], namespace=TQ_CONTROLLER[1])
+    except ValueError:  # no TransferQueue in this job
+        return False
+    tq.init()
+    return True

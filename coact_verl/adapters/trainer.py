@@ -1,100 +1,167 @@
-"""CoAct's V1 trainer (``trainer.v1.trainer_mode=coact``): verl's synchronous PPO trainer plus CoAct metrics.
+"""CoAct's V1 trainer (``trainer.v1.trainer_mode=coact``): verl's synchronous PPO trainer running CoAct's step
+hooks (:mod:`coact_verl.step`) as one visible list. Per step of verl 0.9.1's ``fit``:
 
-After verl's own step metrics it reads the batch's ``reward_extra_info`` from TransferQueue and adds the
-``coact/...`` metrics (:mod:`coact_verl.metrics`) and the oracle's budget. Gold answers, when
-``coact.oracle.gold_path`` names them, are loaded here for measurement only.
+1. ``_fetch_one_gen_batch`` (per dataloader chunk): verl's chunk, its first rows replaced by the hooks' rows;
+2. ``step``: verl's rollout and update, then every hook's ``after_step`` on the batch's ``reward_extra_info``;
+3. verl's checkpoint save, where :class:`~coact_verl.adapters.checkpoint.HookStateCallback` writes the hooks' state;
+4. ``on_step_end``: verl's weight sync, then the pool's generation round when due, with the new weights.
+
+Every private verl member CoAct overrides or calls is in :data:`VERL_PRIVATE_SURFACE` (checked by
+``tests/adapters/test_verl_surface_on_cpu.py``).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import logging
+import os
 from typing import Any
 
 import transfer_queue as tq
+import verl.utils.tensordict_utils as tu
 from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
-from coact_verl.adapters.generation import CoActGenerationMixin
-from coact_verl.adapters.late_labels import CoActLateLabelsMixin
+from coact_verl.adapters.checkpoint import HookStateCallback
 from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
-from coact_verl.metrics import step_metrics
+from coact_verl.step import ChatSampler, MetricsHook, PoolHook, StepBatch, StepHook
+from coact_verl.step.hooks import after_step, load_states, rows_for_batch
+from coact_verl.step.metrics_hook import load_gold
 
 logger = logging.getLogger(__name__)
 
+#: ``(module, attribute path, leading parameters we pass)`` of every private verl method we override or call;
+#: ``None``: an attribute we read, set in the named ``__init__``.
+_TQ, _WORKER = "verl.trainer.ppo.v1.agent_loop_tq", "AgentLoopWorkerTQ.__ray_actor_class__"
+VERL_PRIVATE_SURFACE = (
+    ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer._fetch_one_gen_batch", ("self",)),
+    ("verl.trainer.ppo.v1.trainer_base", "PPOTrainer._update_actor", ("self", "batch", "metrics")),  # dpo.py
+    ("verl.single_controller.base.worker", "Worker._query_dispatch_info", ("self", "mesh_name")),  # dpo.py
+    ("verl.single_controller.base.worker_group", "WorkerGroup.__init__._dispatch_info", None),  # dpo.py
+    # agent_loop.py: the group step inside the rollout workers
+    (_TQ, f"{_WORKER}.__init__", ("self",)),
+    (_TQ, f"{_WORKER}._run_prompt", ("self", "prompt", "sampling_params", "trajectory", "trace")),
+    (_TQ, f"{_WORKER}._run_agent_loop", ("self", "sampling_params", "trajectory", "agent_name")),
+    (_TQ, f"{_WORKER}._agent_loop_postprocess", ("self", "output", "validate")),
+)
+#: Row fields a hook's row replaces in a dataloader chunk (``raw_prompt`` is the row's ``prompt``).
+REPLACED_FIELDS = ("raw_prompt", "prompt", "data_source", "reward_model", "extra_info", "ability")
 
-def load_gold(path: str | None) -> dict[str, str]:
-    """``{prompt_id: answer}`` from a gold parquet/jsonl written by ``coact-verl prepare``; empty without a path."""
-    if not path:
-        return {}
-    import pandas as pd
 
-    frame = pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_parquet(path)
-    return dict(zip(frame["prompt_id"].astype(str), frame["answer"].astype(str), strict=True))
-
-
-class CoActMetricsMixin:
-    """Adds ``coact/...`` metrics to every training step of a V1 trainer."""
-
-    def init(self) -> None:
-        # Before verl's init: its last hook (on_init_end) may already use these.
-        self.oracle_url = ensure_oracle_service(self.config)  # type: ignore[attr-defined]
-        self.coact = coact_config(self.config)  # type: ignore[attr-defined]
-        self._gold = load_gold(self.coact.oracle.gold_path)
-        self._clusterer = None
-        self._oracle_client = None
-        super().init()  # type: ignore[misc]
-
-    def _metric_clusterer(self):
-        if self._clusterer is None:
-            from coact_verl.consistency import AnswerClusterer
-
-            self._clusterer = AnswerClusterer(self.coact.consistency)
-        return self._clusterer
-
-    def _same(self, pairs):
-        return self._metric_clusterer().same_many(pairs)
-
-    def _after_batch(self, infos: list[dict], extra_infos: list[dict], metrics: dict) -> None:
-        """Hook for mixins that learn from each training batch (e.g. the prompt pool)."""
-
-    def _compute_metrics(self, batch: Any, metrics: dict, timing_raw: dict, global_steps: int, epoch: int):
-        result = super()._compute_metrics(batch, metrics, timing_raw, global_steps, epoch)  # type: ignore[misc]
-        keep = [i for i, tag in enumerate(batch.tags) if not tag.get("is_padding", False)]
-        keys = [batch.keys[i] for i in keep]
-        if keys:
-            fields = ["extra_fields", "extra_info"]
-            data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
-            extra = data.pop("extra_fields").tolist()
-            extra_infos = [e if isinstance(e, dict) else {} for e in data.pop("extra_info").tolist()]
-            infos = [(e or {}).get("reward_extra_info", {}) if isinstance(e, dict) else {} for e in extra]
-            uids = [key.split("_", 1)[0] for key in keys]
-            metrics.update(step_metrics(infos, uids, gold=self._gold, same=self._same))
-            self._after_batch(infos, extra_infos, metrics)
-        metrics.update(self._budget_metrics())
-        return result
-
-    def _sync_oracle(self):
-        """One synchronous client of the oracle service for the trainer's own calls (budget, label log)."""
-        if self._oracle_client is None:
-            from coact_verl.oracle.client import SyncOracleClient
-
-            cfg = self.coact.oracle
-            self._oracle_client = SyncOracleClient(
-                self.oracle_url, cfg.token, request_timeout_s=cfg.request_timeout_s, max_wait_s=cfg.max_wait_s
-            )
-        return self._oracle_client
-
-    def _budget_metrics(self) -> dict[str, float]:
-        if not self.oracle_url:
-            return {}
-        budget = self._sync_oracle().budget()
-        if not budget:
-            return {"coact/oracle/unreachable": 1.0}
-        return {f"coact/oracle/budget_{k}": float(v) for k, v in budget.items() if isinstance(v, int | float)}
+def replace_rows(batch: Any, rows: list[dict[str, Any]], default_agent: str) -> Any:
+    """``batch`` (a dataloader chunk as a TensorDict) with its first ``len(rows)`` rows replaced by ``rows``."""
+    size = len(tu.get(batch, "raw_prompt"))
+    columns = {name: tu.get(batch, name) for name in REPLACED_FIELDS if name in batch.keys()}
+    # every chunk gets the column (a row may bring its own agent loop): chunks of one step are concatenated
+    columns["agent_name"] = tu.get(batch, "agent_name") or [default_agent] * size
+    for index, row in enumerate(rows):
+        row = {**row, "raw_prompt": row["prompt"]}
+        for name, values in columns.items():
+            if name != "agent_name" or name in row:
+                values[index] = row[name]
+    for name, values in columns.items():
+        tu.assign_non_tensor_stack(batch, name, values)
+    return batch
 
 
 @register_trainer("coact")
-class CoActTrainer(CoActLateLabelsMixin, CoActGenerationMixin, CoActMetricsMixin, PPOTrainerSync):
-    """Synchronous CoAct trainer (GRPO): rewards come from the rollout workers' group step; late oracle
-    labels return to training through the prompt pool, and with ``coact.generation.every_k_steps > 0`` the
-    pool also grows with generated questions."""
+class CoActTrainer(PPOTrainerSync):
+    """Synchronous CoAct trainer (GRPO): rewards come from the rollout workers' group step; late oracle labels
+    and, with ``coact.generation.every_k_steps > 0``, generated questions return through the prompt pool."""
+
+    def init(self) -> None:
+        # Before verl's init: its last hook (on_init_end) already restores the hooks on resume.
+        self.oracle_url = ensure_oracle_service(self.config)
+        self.coact = coact_config(self.config)
+        self.oracle = None
+        if self.oracle_url:
+            from coact_verl.oracle.client import SyncOracleClient
+
+            cfg = self.coact.oracle
+            self.oracle = SyncOracleClient(
+                self.oracle_url,
+                cfg.token,
+                request_timeout_s=cfg.request_timeout_s,
+                max_wait_s=cfg.max_wait_s,
+                run_id=cfg.run_id,
+            )
+        self.pool = PoolHook(self.coact.generation, self.coact.consistency.task, self.oracle)
+        self.hooks = self.step_hooks()
+        self.checkpoint_callback = HookStateCallback(self.checkpoint_callback, self.hooks)
+        self._step_metrics: dict[str, Any] = {}
+        super().init()
+
+    def step_hooks(self) -> list[StepHook]:
+        """The step-end work in the order it runs; rows for the next batch are taken in the same order."""
+        gold = load_gold(self.coact.oracle.gold_path)
+        return [MetricsHook(gold, same=lambda pairs: self.clusterer.same_many(pairs), oracle=self.oracle), self.pool]
+
+    @functools.cached_property
+    def clusterer(self) -> Any:
+        from coact_verl.consistency import AnswerClusterer
+
+        return AnswerClusterer(self.coact.consistency)
+
+    def on_init_end(self) -> None:
+        super().on_init_end()
+        if self.global_steps > 0:  # verl resumed from a checkpoint: the hooks resume from the same folder
+            trainer = self.config.trainer
+            folder = os.path.join(os.path.abspath(trainer.default_local_dir), f"global_step_{self.global_steps}")
+            if trainer.resume_mode == "resume_path" and trainer.get("resume_from_path"):
+                folder = os.path.abspath(trainer.resume_from_path)
+            logger.info("CoAct step hooks restored from %s", load_states(self.hooks, folder))
+
+    def _fetch_one_gen_batch(self) -> Any:
+        batch = super()._fetch_one_gen_batch()
+        rows = rows_for_batch(self.hooks, int(self.global_steps), len(tu.get(batch, "raw_prompt")))
+        return replace_rows(batch, rows, self.config.actor_rollout_ref.rollout.agent.default_agent_loop)
+
+    def step(self, metrics: dict, timing_raw: dict) -> Any:
+        if self.oracle is not None:  # the service charges this step's queries, from every worker, to this step
+            self.oracle.set_step(int(self.global_steps))
+        batch = super().step(metrics, timing_raw)
+        metrics.update(after_step(self.hooks, self._finished_step(batch)))
+        self._step_metrics = metrics  # the generation round in on_step_end adds its metrics to this step's
+        return batch
+
+    def _finished_step(self, batch: Any) -> StepBatch:
+        """The batch's responses (padding left out) with their ``reward_extra_info`` and dataset ``extra_info``."""
+        keys = [key for key, tag in zip(batch.keys, batch.tags, strict=True) if not tag.get("is_padding", False)]
+        if not keys:
+            return StepBatch(int(self.global_steps), [], [], [])
+        fields = ["extra_fields", "extra_info"]
+        data = tq.kv_batch_get(keys=keys, partition_id=batch.partition_id, select_fields=fields)
+        infos = [
+            (e if isinstance(e, dict) else {}).get("reward_extra_info") or {} for e in tu.get(data, "extra_fields")
+        ]
+        rows = [e if isinstance(e, dict) else {} for e in tu.get(data, "extra_info")]
+        return StepBatch(int(self.global_steps), infos, rows, [key.split("_", 1)[0] for key in keys])
+
+    def on_step_end(self) -> None:
+        super().on_step_end()  # verl: the step's new weights reach the rollout servers
+        step = int(self.global_steps)
+        if not self.pool.round_due(step):
+            return
+        rollout = self.config.actor_rollout_ref.rollout
+        # verl left-truncates a longer training prompt and the rollout server refuses one that fills its context
+        max_prompt_tokens = int(rollout.prompt_length)
+        if rollout.get("max_model_len"):
+            max_prompt_tokens = min(max_prompt_tokens, int(rollout.max_model_len) - 1)
+        round_metrics = self.pool.generation_round(
+            step,
+            ChatSampler(self.get_llm_client(), self.tokenizer),
+            self.clusterer,
+            n=int(rollout.n),
+            answer_params={"temperature": float(rollout.temperature), "top_p": float(rollout.top_p), "top_k": -1},
+            answer_tokens=int(rollout.response_length),
+            max_prompt_tokens=max_prompt_tokens,
+        )
+        self._step_metrics.update(asyncio.run(round_metrics))
+        # verl saved this step's checkpoint before on_step_end, so on_save wrote the pool without this round.
+        # Decision: one deferred write of the pool into that folder, so a resume from global_step_N has all
+        # that step N admitted. A crash before this write leaves the pool as of the save: the resume then
+        # lacks only this round's questions, and the checkpoint stays self-consistent.
+        saved = self.checkpoint_callback.saved
+        if saved is not None and saved[0] == step:
+            self.pool.pool.save(os.path.join(saved[1], self.pool.state_file))

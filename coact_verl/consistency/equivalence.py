@@ -8,7 +8,9 @@ math-verify, in a :class:`~coact_verl.consistency.pool.HardTimeoutPool`:
 
 * every distinct form is parsed at most once (bounded LRU of parse results, failures included);
 * a parsed number whose value is far from the other side's value is "not equal" without a comparison, and
-  structurally identical parses are "equal" without one;
+  structurally identical parses are "equal" without one; a relation that is not an assignment (``44-28=16``,
+  ``x+1>2``) as gold never accepts a plain number, so such a pair is "not equal" once the relation is parsed
+  (both directions in clustering; in the label path only when the relation is the gold);
 * classes are clustered greedily (:mod:`~coact_verl.consistency.greedy`): in order of size (ties: first
   appearance) each class joins the first cluster whose leader it is equivalent to, else it leads a new one.
   All groups of a batch advance together, so a batch costs a few pool round-trips, not one per pair, and the
@@ -107,6 +109,11 @@ class AnswerClusterer:
             if self._pool is not None:
                 out.update({f"pool_{k}": v for k, v in self._pool.stats.as_dict().items()})
             return out
+
+    def worker_pids(self) -> list[int]:
+        """Process ids of the math-verify workers now running (empty when none); for measuring their CPU time."""
+        with self._lock:
+            return self._pool.worker_pids() if self._pool is not None else []
 
     def _get_pool(self) -> HardTimeoutPool:
         if self._pool is None:
@@ -302,6 +309,8 @@ class AnswerClusterer:
             return _Need(parse=missing)
         if (not a.is_number and pa is None) or (not b.is_number and pb is None):
             return False  # a symbolic answer that math-verify cannot parse equals nothing else
+        if a.is_number != b.is_number and (pb if a.is_number else pa).relation and (both or not a.is_number):
+            return False  # a relation as gold never accepts a number (see ``ParsedAnswer.relation``)
         va = _number_value(a) if a.is_number else pa.value
         vb = _number_value(b) if b.is_number else pb.value
         if va is not None and vb is not None:

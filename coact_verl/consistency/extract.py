@@ -45,9 +45,11 @@ _BARE_WORDS = 3
 _END_OF_TURN_RE = re.compile(r"<\|(?:im_end|im_start|eot_id|end_of_text|endoftext|end|user|assistant)\|>|</s>")
 _BOX_RE = re.compile(r"\\(?:boxed|fbox)(?![A-Za-z])")
 _HASH_RE = re.compile(r"####")
+# Every marker starts with "final", "the" or "answer": the leading lookahead only lets the scan skip other
+# positions quickly (the matches are the same).
 _MARKER_RE = re.compile(
-    r"final\s+answers?\**\s*(?:is\s*[:：]?|[:：])|(?:the\s+)?answer\s+is\s*[:：]?|(?<![A-Za-z])answer\s*[:：]"
-    r"|(?<![A-Za-z])answer(?=\s*(?:\$|\\\[|\\\())",
+    r"(?=[fta])(?:final\s+answers?\**\s*(?:is\s*[:：]?|[:：])|(?:the\s+)?answer\s+is\s*[:：]?"
+    r"|(?<![A-Za-z])answer\s*[:：]|(?<![A-Za-z])answer(?=\s*(?:\$|\\\[|\\\()))",
     re.IGNORECASE,
 )
 _SPACING_RE = re.compile(r"\\\\|\\[,;:! ]|~")  # ``\\\\`` first: a row break is not ``\\ ``
@@ -166,9 +168,10 @@ def final_statement(tail: str, *, reference: bool = False) -> str | None:
         if answer:
             return answer
     spans = _spans(tail)
-    number = _last_match(_NUMBER_RE, tail)
-    if spans and (number is None or spans[-1][1] >= number.end() or not _is_prose(tail[spans[-1][1] :])):
-        return _span_run(tail, spans)
+    if spans:
+        number = _last_match(_NUMBER_RE, tail)
+        if number is None or spans[-1][1] >= number.end() or not _is_prose(tail[spans[-1][1] :]):
+            return _span_run(tail, spans)
     stripped = tail.strip()
     if not stripped:
         return None

@@ -183,6 +183,10 @@ class HardTimeoutPool:
     def started(self) -> bool:
         return bool(self._workers)
 
+    def worker_pids(self) -> list[int]:
+        """Process ids of the current workers (e.g. to read their CPU time); empty before the pool starts."""
+        return [w.process.pid for w in self._workers]
+
     def close(self) -> None:
         """Stop all workers. The pool cannot be used afterwards."""
         with self._lock:

@@ -2,15 +2,19 @@
 
 Parsed expressions travel as pickled bytes: the calling process never unpickles them, so it never imports
 sympy. Some unevaluated sympy objects do not survive pickling (``Eq(x, Interval(-2, 7))`` comes back as
-``False``); for those the payload is the answer text instead, parsed again (and cached) by the comparing
-worker. math-verify's own SIGALRM timeouts are switched off (``parsing_timeout=None``, ``timeout_seconds=None``);
-the pool's hard timeout replaces them.
+``False``, ``-1*4*x`` as ``-4*x``); for those the payload is the answer text instead. Each worker keeps the
+objects it parsed, keyed by payload, so a comparison in the worker that parsed both answers neither unpickles
+nor parses again; another worker parses a text payload once and keeps it too. (Unpickling with sympy's automatic
+evaluation off would rebuild more of them, but switching it clears all of sympy's caches in the worker.)
+math-verify's own SIGALRM timeouts are switched off (``parsing_timeout=None``, ``timeout_seconds=None``); the
+pool's hard timeout replaces them.
 """
 
 from __future__ import annotations
 
 import logging
 import pickle
+import re
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
@@ -32,11 +36,16 @@ class ParsedAnswer:
         value: numeric value of the first parsed object when it is a plain number, else ``None``.
         key: structural key (``sympy.srepr``) of the first parsed object when it is short, else ``None``;
             equal keys mean structurally identical expressions.
+        relation: every parsed object is a relation (``=``, ``<``, ``\\le``, ``\\ne``, or a chain of them) that
+            math-verify does not treat as an assignment (``x = 5``, whose right side it compares), and every text
+            it extracted shows a relation sign. Such a gold never accepts a plain number: ``verify`` compares a
+            relation with a number only through arithmetic that sympy refuses (``Eq - 3``), so it says no.
     """
 
     blob: bytes | str
     value: complex | None = None
     key: str | None = None
+    relation: bool = False
 
 
 def init_worker() -> None:
@@ -60,12 +69,9 @@ def parse_answer(answer: str) -> ParsedAnswer | None:
     if not exprs or _degenerate(exprs[0]):
         return None
     value, key = _describe(exprs[0])
-    blob = pickle.dumps(exprs, protocol=pickle.HIGHEST_PROTOCOL)
-    try:
-        faithful = pickle.loads(blob) == exprs
-    except Exception:  # an object that pickles but cannot be rebuilt
-        faithful = False
-    return ParsedAnswer(blob if faithful else answer, value, key)
+    payload = _faithful_blob(exprs) or answer
+    _remember(payload, exprs)
+    return ParsedAnswer(payload, value, key, _plain_relation(exprs))
 
 
 def verify_pair(pair: tuple[bytes | str, bytes | str]) -> bool:
@@ -86,6 +92,22 @@ def _parse(answer: str) -> list[Any]:
     )
 
 
+_RELATION_SIGN_RE = re.compile(r"[=<>≤≥≠]|\\(?:le|ge|ne|lt|gt|leq|geq|neq|leqslant|geqslant)(?![A-Za-z])")
+
+
+def _plain_relation(exprs: list[Any]) -> bool:
+    """See :attr:`ParsedAnswer.relation`; decided with math-verify's own relation and assignment tests."""
+    from math_verify.grader import is_assignment_relation, is_relation
+
+    objects = [e for e in exprs if not isinstance(e, str)]
+    texts = [e for e in exprs if isinstance(e, str)]
+    return (
+        bool(objects)
+        and all(is_relation(e) and not is_assignment_relation(e) for e in objects)
+        and all(_RELATION_SIGN_RE.search(t) for t in texts)
+    )
+
+
 def _degenerate(expr: Any) -> bool:
     """An empty, undefined or infinite-without-sign parse (``zoo``, ``nan``): "12:00" is not a number."""
     import sympy
@@ -100,13 +122,27 @@ def _degenerate(expr: Any) -> bool:
     return False
 
 
+def _faithful_blob(exprs: list[Any]) -> bytes | None:
+    """Pickled ``exprs`` when unpickling rebuilds objects equal to the originals, else ``None``."""
+    blob = pickle.dumps(exprs, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        return blob if pickle.loads(blob) == exprs else None
+    except Exception:  # an object that pickles but cannot be rebuilt
+        return None
+
+
+def _remember(payload: bytes | str, exprs: Any) -> None:
+    _loaded[payload] = exprs
+    _loaded.move_to_end(payload)
+    if len(_loaded) > _LOCAL_CACHE:
+        _loaded.popitem(last=False)
+
+
 def _load(blob: bytes | str) -> Any:
     obj = _loaded.get(blob)
     if obj is None:
         obj = pickle.loads(blob) if isinstance(blob, bytes) else _parse(blob)
-        _loaded[blob] = obj
-        if len(_loaded) > _LOCAL_CACHE:
-            _loaded.popitem(last=False)
+        _remember(blob, obj)
     else:
         _loaded.move_to_end(blob)
     return obj

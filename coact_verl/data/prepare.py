@@ -9,17 +9,17 @@ Evaluation splits (``test``) keep ``ground_truth`` so that verl's validation can
 
 from __future__ import annotations
 
-import hashlib
 import json
 import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from coact_verl.data.synthetic import INSTRUCTION, arithmetic_problems
+from coact_verl.data.synthetic import arithmetic_problems
+from coact_verl.records import PromptRow
+from coact_verl.tasks import prompt_id
 
 DATASETS = ("gsm8k", "math", "math500", "ocw", "arithmetic")
-MATH_INSTRUCTION = "Let's think step by step and put the final answer within \\boxed{}."
 
 
 @dataclass(frozen=True)
@@ -30,27 +30,23 @@ class SourceSpec:
     task: str
     question_field: str
     answer_field: str
-    instruction: str
     hub_name: str
     hub_splits: tuple[str, ...]
 
 
 SPECS = {
-    "gsm8k": SourceSpec("openai/gsm8k", "gsm8k", "question", "answer", INSTRUCTION, "openai/gsm8k", ("train", "test")),
-    "math500": SourceSpec(
-        "HuggingFaceH4/MATH-500", "math", "problem", "answer", MATH_INSTRUCTION, "HuggingFaceH4/MATH-500", ("test",)
-    ),
+    "gsm8k": SourceSpec("openai/gsm8k", "gsm8k", "question", "answer", "openai/gsm8k", ("train", "test")),
+    "math500": SourceSpec("HuggingFaceH4/MATH-500", "math", "problem", "answer", "HuggingFaceH4/MATH-500", ("test",)),
     # the MATH training split (7,500 problems, disjoint from MATH-500, which is drawn from MATH's test split)
     "math": SourceSpec(
         "DigitalLearningGmbH/MATH-lighteval",
         "math",
         "problem",
         "solution",
-        MATH_INSTRUCTION,
         "DigitalLearningGmbH/MATH-lighteval",
         ("train",),
     ),
-    "ocw": SourceSpec("minerva_math", "numeric", "problem", "solution", MATH_INSTRUCTION, "", ("test",)),
+    "ocw": SourceSpec("minerva_math", "numeric", "problem", "solution", "", ("test",)),
 }
 
 
@@ -91,11 +87,6 @@ def _last_boxed(text: str) -> str | None:
             if depth == 0:
                 return text[i + 1 : j].strip()
     return None
-
-
-def prompt_id(data_source: str, question: str) -> str:
-    """Stable id of a prompt: 16 hex chars of sha256 over source and question (no ``_``, safe in verl keys)."""
-    return hashlib.sha256(f"{data_source}\n{question}".encode()).hexdigest()[:16]
 
 
 def _read_jsonl(path: Path) -> Iterator[dict]:
@@ -142,26 +133,21 @@ def load_rows(dataset: str, src: str | None, split: str) -> list[dict]:
 
 def to_verl_rows(dataset: str, rows: list[dict], split: str, labelled: bool) -> tuple[list[dict], list[dict]]:
     """(verl rows, gold rows). ``labelled`` keeps the gold in ``reward_model`` (evaluation splits only)."""
-    spec = SPECS.get(dataset) or SourceSpec("coact/arithmetic", "gsm8k", "", "", INSTRUCTION, "", ())
+    spec = SPECS.get(dataset) or SourceSpec("coact/arithmetic", "gsm8k", "", "", "", ())
     verl_rows, gold_rows = [], []
     for index, row in enumerate(rows):
         answer = final_answer(row["solution"], spec.task)
         pid = prompt_id(spec.data_source, row["question"])
-        verl_rows.append(
-            {
-                "data_source": spec.data_source,
-                "prompt": [{"role": "user", "content": f"{row['question']} {spec.instruction}"}],
-                "ability": "math",
-                "reward_model": {"style": "rule" if labelled else "coact", "ground_truth": answer if labelled else ""},
-                "extra_info": {
-                    "split": split,
-                    "index": index,
-                    "prompt_id": pid,
-                    "task": spec.task,
-                    "question": row["question"],
-                },
-            }
+        prompt_row = PromptRow(
+            prompt_id=pid,
+            question=row["question"],
+            task=spec.task,
+            data_source=spec.data_source,
+            split=split,
+            index=index,
+            ground_truth=answer if labelled else "",
         )
+        verl_rows.append(prompt_row.to_row())
         gold_rows.append({"prompt_id": pid, "answer": answer, "data_source": spec.data_source, "split": split})
     return verl_rows, gold_rows
 

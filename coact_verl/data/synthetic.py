@@ -5,7 +5,8 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 
-INSTRUCTION = 'Let\'s think step by step and output the final answer after "####".'
+from coact_verl.tasks import prompt_text
+
 _NAMES = ("Ava", "Ben", "Cleo", "Dan", "Eve", "Finn", "Gus", "Hana")
 _ITEMS = ("apples", "pens", "books", "coins", "cards", "shells")
 
@@ -20,7 +21,8 @@ class Problem:
 
     @property
     def prompt(self) -> str:
-        return f"{self.question} {INSTRUCTION}"
+        """The user turn: the question and the ``gsm8k`` instruction."""
+        return prompt_text(self.question, "gsm8k")
 
 
 def arithmetic_problems(count: int, seed: int = 0, max_operand: int = 9) -> list[Problem]:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from coact_verl.data.synthetic import arithmetic_problems
+from coact_verl.tasks import build_generation_prompt
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -100,8 +101,6 @@ def build_tiny_model(
 
 def _warm_up(model, tokenizer, steps: int, seed: int) -> None:
     """Supervised fine-tuning on chat-formatted problem/solution pairs (loss on the solution only)."""
-    from coact_verl.pool.generation import build_generation_prompt
-
     rng = random.Random(seed)
     problems = arithmetic_problems(4000, seed=seed + 1)
     optimizer = torch.optim.Adam(model.parameters(), lr=3e-3)

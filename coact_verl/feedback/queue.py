@@ -10,13 +10,14 @@ checkpoint, so a resumed run neither loses nor repeats a pair.
 
 from __future__ import annotations
 
-import json
 from collections import deque
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
-from coact_verl.pool.pool import write_json_atomic
+from coact_verl import metric_keys as keys
+from coact_verl.records import SOURCE_NONE, FeedbackPair, PromptRow
+from coact_verl.state_file import read_json, write_json_atomic
 
 #: ``data_source`` and agent-loop name of feedback rows.
 FEEDBACK_SOURCE = "coact/feedback"
@@ -25,30 +26,22 @@ PAIR_FIELDS = ("id", "kind", "prompt_id", "prompt", "task", "chosen", "rejected"
 
 
 def feedback_row(pair: Mapping[str, Any]) -> dict[str, Any]:
-    """verl dataset row of one pair; the pair itself travels in ``extra_info.coact_feedback``."""
-    return {
-        "data_source": FEEDBACK_SOURCE,
-        "prompt": [{"role": "user", "content": str(pair["prompt"])}],
-        "ability": "feedback",
-        "reward_model": {"style": "coact", "ground_truth": ""},
-        "agent_name": FEEDBACK_AGENT,
-        "extra_info": {
-            "split": "feedback",
-            "index": int(pair["id"]),
-            "prompt_id": str(pair["prompt_id"]),
-            "task": str(pair["task"]),
-            "question": str(pair["prompt"]),
-            "provenance": "feedback",
-            "coact_label": "",
-            "coact_label_source": "none",
-            "coact_feedback": {
-                "kind": str(pair["kind"]),
-                "chosen": str(pair["chosen"]),
-                "rejected": str(pair["rejected"]),
-                "weight": float(pair["weight"]),
-            },
-        },
-    }
+    """verl dataset row of one pair (:class:`~coact_verl.records.PromptRow`, split ``feedback``); the pair
+    itself travels in the row's :class:`~coact_verl.records.FeedbackPair`."""
+    return PromptRow(
+        prompt_id=str(pair["prompt_id"]),
+        question=str(pair["prompt"]),
+        task=str(pair["task"]),
+        data_source=FEEDBACK_SOURCE,
+        split="feedback",
+        index=int(pair["id"]),
+        content=str(pair["prompt"]),
+        ability="feedback",
+        provenance="feedback",
+        label_source=SOURCE_NONE,
+        feedback=FeedbackPair(str(pair["kind"]), str(pair["chosen"]), str(pair["rejected"]), float(pair["weight"])),
+        agent_name=FEEDBACK_AGENT,
+    ).to_row()
 
 
 class FeedbackQueue:
@@ -81,7 +74,7 @@ class FeedbackQueue:
 
     def take(self, k: int) -> list[dict[str, Any]]:
         """Up to ``k`` pairs, oldest first, as verl rows (:func:`feedback_row`)."""
-        rows = []
+        rows: list[dict[str, Any]] = []
         while self._pairs and len(rows) < k:
             rows.append(feedback_row(self._pairs.popleft()))
         self.served += len(rows)
@@ -89,9 +82,9 @@ class FeedbackQueue:
 
     def metrics(self) -> dict[str, float]:
         return {
-            "feedback/queued": float(len(self._pairs)),
-            "feedback/received": float(self.received),
-            "feedback/served": float(self.served),
+            keys.FEEDBACK_QUEUED: float(len(self._pairs)),
+            keys.FEEDBACK_RECEIVED: float(self.received),
+            keys.FEEDBACK_SERVED: float(self.served),
         }
 
     def state_dict(self) -> dict[str, Any]:
@@ -105,7 +98,7 @@ class FeedbackQueue:
     def load(cls, path: str | Path) -> FeedbackQueue:
         """A queue restored from a file written by :meth:`save`."""
         queue = cls()
-        queue.load_state_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        queue.load_state_dict(read_json(path))
         return queue
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:

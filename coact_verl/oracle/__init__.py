@@ -13,6 +13,11 @@ Ask it for labels from training code (never raises for service trouble; waits at
                                 task="gsm8k", step=step, candidates=[{"answer": "42", "response": "...", "votes": 5}])
     if result.labeled: ...  # result.label.correct, one verdict per candidate
 
+Each training run has its own namespace in a service (budget, step, keys, labels):
+:func:`~coact_verl.oracle.client.handshake` opens it by name (fresh or resumed) and returns its id, which every
+client of the run sends (``OracleClient(..., run_id=...)``, the ``X-CoAct-Run`` header); callers that name no run
+share the default run.
+
 With ``coact.oracle.url`` unset, :func:`start_from_config` starts a service next to the trainer. The API is
 described at ``/openapi.json``; annotators work at ``/annotate`` (``human`` backend).
 """

@@ -13,12 +13,13 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from coact_verl.oracle.backends import BACKENDS
 from coact_verl.oracle.service.process import SUPERVISOR_PID_ENV
+from coact_verl.oracle.service.schemas import MAX_CANDIDATES
 from coact_verl.oracle.service.settings import SETTINGS_ENV, OracleSettings
 
 ADMIN_TOKEN_ENV = "COACT_ORACLE_ADMIN_TOKEN"
 TRAINER_TOKEN_ENV = "COACT_ORACLE_TRAINER_TOKEN"
-BACKENDS = ("gold", "simulated", "llm_judge", "human")
 
 
 def _optional_int(text: str) -> int | None:
@@ -29,6 +30,13 @@ def _positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {text}")
+    return value
+
+
+def _candidate_cap(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CANDIDATES:
+        raise argparse.ArgumentTypeError(f"must be at most {MAX_CANDIDATES} (the API's limit), got {text}")
     return value
 
 
@@ -50,7 +58,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--host", default="127.0.0.1", help="bind address")
     add("--port", type=int, default=8765, help="TCP port; 0 picks a free one (see --port-file)")
     add("--port-file", default=None, help="write the bound port to this file once listening")
-    add("--backend", choices=BACKENDS, default=defaults.backend, help="who labels")
+    add("--backend", choices=sorted(BACKENDS), default=defaults.backend, help="who labels (registered backends)")
     add("--gold", default=None, help="parquet/jsonl with prompt_id and answer, loaded at start")
     add("--budget-total", type=_optional_int, default=None, help="total label budget ('none' = unbounded)")
     add("--budget-per-step", type=_optional_int, default=None, help="labels per training step")
@@ -112,6 +120,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--page-max-bytes", type=int, default=defaults.page_max_bytes, help="text bytes per page of labels or pairs")
     add("--verify-lanes", type=int, default=defaults.verify_lanes, help="math-verify worker processes")
     add("--verify-timeout", type=float, default=defaults.verify_timeout_s, help="seconds per math-verify comparison")
+    add("--max-candidates", type=_candidate_cap, default=defaults.max_candidates, help="most candidates per query"
+        " (422 beyond) in runs without their own cap; a trainer's run is capped at its samples per prompt")  # fmt: skip
     add("--docs", action="store_true", help="serve /docs and /redoc (their scripts come from a CDN)")
     add("--human-task-ttl", type=float, default=defaults.human_task_ttl_s, help="seconds before an unanswered human"
         " task expires and its charge is refunded (default: never)")  # fmt: skip
@@ -156,6 +166,7 @@ def settings_from_args(args: argparse.Namespace) -> OracleSettings:
         page_max_bytes=args.page_max_bytes,
         verify_lanes=args.verify_lanes,
         verify_timeout_s=args.verify_timeout,
+        max_candidates=args.max_candidates,
         docs=args.docs,
         human_task_ttl_s=args.human_task_ttl,
     )
@@ -199,12 +210,15 @@ def serve(args: argparse.Namespace) -> int:
     common = {"log_level": args.log_level, "access_log": args.access_log, "timeout_graceful_shutdown": 5}
     # No client addresses are used (tokens identify callers): skip proxy-header rewriting and the server banner.
     common.update(http=args.http, loop=args.loop, proxy_headers=False, server_header=False)
-    if args.http in ("auto", "httptools") and importlib.util.find_spec("httptools") is not None:
-        # Request heads get a deadline and a size bound (workers read both from the settings in the environment).
-        from coact_verl.oracle.service.protocol import GuardedHttpToolsProtocol
+    # Request heads get a deadline and a size bound with either parser (workers read both from the settings in the
+    # environment); with h11, h11's own head bound is set above ours so that ours answers (431).
+    from coact_verl.oracle.service import protocol
 
-        GuardedHttpToolsProtocol.HEAD_TIMEOUT_S = settings.head_timeout_s
-        GuardedHttpToolsProtocol.MAX_HEAD_BYTES = settings.max_header_bytes
+    protocol.set_head_limits(settings.head_timeout_s, settings.max_header_bytes)
+    if args.http == "h11" or (args.http == "auto" and importlib.util.find_spec("httptools") is None):
+        common["http"] = "coact_verl.oracle.service.protocol:GuardedH11Protocol"
+        common["h11_max_incomplete_event_size"] = settings.max_header_bytes + 64 * 1024
+    else:
         common["http"] = "coact_verl.oracle.service.protocol:GuardedHttpToolsProtocol"
     if args.port_file:  # written only after binding, atomically
         tmp = Path(f"{args.port_file}.tmp")

@@ -14,6 +14,7 @@ import httpx
 
 from coact_verl.oracle.local import start_local_service, stop_local_service
 from coact_verl.oracle.results import ClientStats, OracleLabel, OracleResult, make_key
+from coact_verl.oracle.service.run_store import RUN_HEADER
 
 if TYPE_CHECKING:
     from coact_verl.config import OracleConfig
@@ -51,64 +52,111 @@ def handshake(
     token: str | None,
     *,
     budget_total: int | None = None,
+    run_name: str | None = None,
+    resume: bool = False,
+    run_id: int | None = None,
+    samples_per_prompt: int | None = None,
     wait_s: float = 10.0,
     request_timeout_s: float = 5.0,
 ) -> dict[str, Any]:
-    """Check a service before training starts and return its ``GET /v1/handshake`` answer.
+    """Check a service before training starts, open this run in it, and return the ``GET /v1/handshake`` answer
+    (its ``run`` is this run: pass ``run["id"]`` to every client of the run).
+
+    The run is ``run_id`` when given (already opened, e.g. by the process that built this config), else ``run_name``
+    opened fresh (a new generation: no spent budget, no labels) or, with ``resume``, its newest generation; with
+    neither, the service's default run. ``samples_per_prompt`` caps candidates per query in the run.
 
     Raises :class:`OracleSetupError` when no token is given, the service is unreachable for ``wait_s`` seconds,
-    rejects the token or gives it another role than trainer, has a backend that needs gold answers but holds
-    none, or has a total budget other than ``budget_total`` (when that is not ``None``).
+    rejects the token or gives it another role than trainer, does not know ``run_id``, cannot take
+    ``samples_per_prompt`` candidates per query, has a backend that needs gold answers but holds none, or has a
+    total budget for the run other than ``budget_total`` (when that is not ``None``).
     """
     where = f"the oracle service at {url}"
     if not token:
         raise OracleSetupError(f"no trainer token for {where}: {TOKEN_FIX}")
     deadline = time.monotonic() + wait_s
     headers = {"Authorization": f"Bearer {token}"}
-    while True:
-        try:
-            resp = httpx.get(f"{url.rstrip('/')}/v1/handshake", headers=headers, timeout=request_timeout_s)
-        except httpx.HTTPError as exc:
-            if time.monotonic() < deadline:
+
+    def call(method: str, path: str, **kwargs: Any) -> httpx.Response:
+        while True:
+            try:
+                resp = httpx.request(
+                    method, f"{url.rstrip('/')}{path}", headers=headers, timeout=request_timeout_s, **kwargs
+                )
+            except httpx.HTTPError as exc:
+                if time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    continue
+                raise OracleSetupError(
+                    f"cannot reach {where} ({type(exc).__name__}: {exc}): start it where every node can reach it"
+                    " (`coact-verl oracle serve --host 0.0.0.0 --port 8765 ...`) and set coact.oracle.url to its"
+                    " address, or set coact.oracle.url=null to start one next to the trainer (single node only)"
+                ) from exc
+            if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
                 time.sleep(0.5)
                 continue
-            raise OracleSetupError(
-                f"cannot reach {where} ({type(exc).__name__}: {exc}): start it where every node can reach it"
-                " (`coact-verl oracle serve --host 0.0.0.0 --port 8765 ...`) and set coact.oracle.url to its address,"
-                " or set coact.oracle.url=null to start one next to the trainer (single node only)"
-            ) from exc
-        if resp.status_code in (502, 503, 504) and time.monotonic() < deadline:
-            time.sleep(0.5)
-            continue
-        break
-    detail = resp.text[:200]
-    if resp.status_code == 401:
-        raise OracleSetupError(f"{where} rejected the trainer token (HTTP 401: {detail}): {TOKEN_FIX}")
-    if resp.status_code == 403:
-        raise OracleSetupError(f"{where} knows the token but not as a trainer token (HTTP 403): {TOKEN_FIX}")
-    if resp.status_code == 404:
-        raise OracleSetupError(
-            f"{where} has no /v1/handshake (HTTP 404): coact.oracle.url must point at a coact-verl oracle service"
-            " of this version"
-        )
-    if resp.status_code != 200:
-        raise OracleSetupError(f"{where} failed the start-up handshake (HTTP {resp.status_code}: {detail})")
+            return resp
+
+    opened = None
+    if run_id is None and run_name:
+        body = {"name": run_name, "resume": resume, "samples_per_prompt": samples_per_prompt}
+        resp = call("POST", "/v1/runs", json=body)
+        _raise_for_handshake(resp, where)
+        opened = resp.json()
+        run_id = int(opened["id"])
+    if run_id is not None:
+        headers[RUN_HEADER] = str(run_id)
+    resp = call("GET", "/v1/handshake")
+    _raise_for_handshake(resp, where)
     info = resp.json()
+    if opened is not None:
+        info["run"]["resumed"] = opened["resumed"]
     if info.get("needs_gold") and not info.get("gold"):
         raise OracleSetupError(
             f"{where} uses the {info.get('backend')} backend, which labels against gold answers, but holds none:"
             " start it with --gold PATH (the train_gold.parquet of `coact-verl prepare`), or set"
             " coact.oracle.gold_path for a service the trainer starts itself"
         )
+    cap = (info.get("run") or {}).get("max_candidates")
+    if samples_per_prompt is not None and cap is not None and samples_per_prompt > cap:
+        raise OracleSetupError(
+            f"run {run_id} at {where} admits {cap} candidates per query, fewer than the {samples_per_prompt} samples"
+            " per prompt of this run: start a fresh run (trainer.resume_mode=disable) or a service with"
+            f" --max-candidates {samples_per_prompt}"
+        )
     total = (info.get("budget") or {}).get("total")
     if budget_total is not None and total != budget_total:
         raise OracleSetupError(
             f"coact.oracle.budget_total={budget_total} but {where} has a total budget of"
-            f" {'unbounded' if total is None else total}: set coact.oracle.budget_total="
+            f" {'unbounded' if total is None else total} for this run: set coact.oracle.budget_total="
             f"{'null' if total is None else total} (or null to use the service's), or change the service's budget"
-            " (`oracle serve --budget-total N`, or POST /v1/budget with the admin token)"
+            " (`oracle serve --budget-total N` for new runs, or POST /v1/budget with the admin token and the run's"
+            f" {RUN_HEADER} header)"
         )
     return info
+
+
+def _raise_for_handshake(resp: httpx.Response, where: str) -> None:
+    """:class:`OracleSetupError` naming the fix for a failed handshake or run opening."""
+    detail = resp.text[:300]
+    if resp.status_code == 401:
+        raise OracleSetupError(f"{where} rejected the trainer token (HTTP 401: {detail}): {TOKEN_FIX}")
+    if resp.status_code == 403:
+        raise OracleSetupError(f"{where} knows the token but not as a trainer token (HTTP 403): {TOKEN_FIX}")
+    if resp.status_code == 404 and "unknown run" in detail:
+        raise OracleSetupError(
+            f"{where} does not know this run ({detail}): set coact.oracle.run_id=null to open the run by its"
+            " name (trainer.project_name/trainer.experiment_name)"
+        )
+    if resp.status_code == 404:
+        raise OracleSetupError(
+            f"{where} has no {resp.request.url.path} (HTTP 404): coact.oracle.url must point at a coact-verl oracle"
+            " service of this version"
+        )
+    if resp.status_code == 422:
+        raise OracleSetupError(f"{where} refused this run (HTTP 422: {detail})")
+    if resp.status_code != 200:
+        raise OracleSetupError(f"{where} failed the start-up handshake (HTTP {resp.status_code}: {detail})")
 
 
 def _candidate(c: Any) -> dict[str, Any]:
@@ -129,6 +177,8 @@ class OracleClient:
         backoff_s: first backoff, doubled per retry, with ±50 % jitter, in seconds.
         max_connections: HTTP connection pool size; at most this many requests are in flight (more callers wait,
             within their ``max_wait_s``), which keeps the pool fast under many concurrent callers.
+        run_id: the service's run every request belongs to (sent as ``X-CoAct-Run``; from :func:`handshake`);
+            ``None``: the service's default run.
     """
 
     WARN_EVERY_S = 10.0
@@ -142,9 +192,13 @@ class OracleClient:
         retries: int = 2,
         backoff_s: float = 0.05,
         max_connections: int = 16,
+        run_id: int | None = None,
     ) -> None:
         if request_timeout_s <= 0 or max_wait_s <= 0 or retries < 0:
             raise ValueError("timeouts must be > 0 and retries >= 0")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        if run_id is not None:
+            headers[RUN_HEADER] = str(int(run_id))
         self.base_url, self.retries, self.backoff_s = base_url.rstrip("/"), retries, backoff_s
         self.request_timeout_s, self.max_wait_s = request_timeout_s, max_wait_s
         self.stats = ClientStats()
@@ -152,7 +206,7 @@ class OracleClient:
         self._last_warning = -float("inf")
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
-            headers={"Authorization": f"Bearer {token}"} if token else {},
+            headers=headers,
             timeout=httpx.Timeout(request_timeout_s),
             limits=httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections),
         )
@@ -173,6 +227,7 @@ class OracleClient:
             max_wait_s=config.max_wait_s,
             retries=config.retries,
             max_connections=config.max_connections,
+            run_id=config.run_id,
         )
 
     async def __aenter__(self) -> OracleClient:
@@ -288,6 +343,11 @@ class OracleClient:
         """``{"labels": [...], "next_since_id": n}`` after ``since_id``, or ``None`` when unavailable."""
         return await self._json("GET", "/v1/labels", params={"since_id": since_id, "limit": limit})
 
+    async def set_step(self, step: int) -> dict[str, Any] | None:
+        """Move this client's run to training step ``step`` (the trainer's driver, once per step): queries arriving
+        afterwards, from any worker, are charged to it. The run as stored, or ``None`` when it failed."""
+        return await self._json("POST", "/v1/runs/step", json={"step": int(step)})
+
     async def budget(self) -> dict[str, Any] | None:
         """``{"total", "spent", "remaining", "per_step"}`` or ``None`` when unavailable."""
         return await self._json("GET", "/v1/budget")
@@ -379,6 +439,10 @@ class SyncOracleClient:
     def labels(self, since_id: int = 0, limit: int = 500) -> dict[str, Any] | None:
         """Blocking :meth:`OracleClient.labels`."""
         return self._run(self.client.labels(since_id, limit))
+
+    def set_step(self, step: int) -> dict[str, Any] | None:
+        """Blocking :meth:`OracleClient.set_step`."""
+        return self._run(self.client.set_step(step))
 
     def budget(self) -> dict[str, Any] | None:
         """Blocking :meth:`OracleClient.budget`."""

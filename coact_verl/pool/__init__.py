@@ -29,11 +29,11 @@ from coact_verl.pool.late_labels import LateLabelTracker
 from coact_verl.pool.pool import (
     GENERATED_SOURCE,
     PROVENANCES,
-    TASK_INSTRUCTIONS,
     PoolEntry,
     PromptPool,
     to_verl_row,
 )
+from coact_verl.tasks import TASK_INSTRUCTIONS
 
 __all__ = [
     "ADMIT_REASONS",

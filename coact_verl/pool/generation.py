@@ -22,11 +22,12 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
-from coact_verl.config import TASKS, GenerationConfig
+from coact_verl import metric_keys as keys
+from coact_verl.config import GenerationConfig
 from coact_verl.consistency import AnswerClusterer, GroupStats, ascore_groups
-from coact_verl.data.prepare import prompt_id
 from coact_verl.pool.dedup import DedupIndex, is_near_duplicate
 from coact_verl.pool.pool import GENERATED_SOURCE, PromptPool
+from coact_verl.tasks import build_generation_prompt, prompt_id
 
 Messages = list[dict[str, str]]
 PARSE_REASONS = ("empty", "too_long", "contains_answer", "no_question", "copy_of_seed")
@@ -34,21 +35,6 @@ ADMIT_REASONS = ("no_answer", "unanimous", "low_agreement")
 REJECT_REASONS = (*PARSE_REASONS, "prompt_too_long", "duplicate", *ADMIT_REASONS)
 ADMITTED = "admitted"
 OK = "ok"
-
-_TASK_WORDING = {
-    "gsm8k": (
-        "grade-school math word problem",
-        "It should take a few steps of everyday arithmetic and have a single numerical answer.",
-    ),
-    "math": (
-        "competition mathematics problem",
-        "It should have a single exact final answer, such as a number, a fraction or a short expression.",
-    ),
-    "numeric": (
-        "quantitative science problem with physical units",
-        "It should state every quantity with its units and ask for one numerical result in named units.",
-    ),
-}
 
 _THINK = re.compile(r"<think>.*?</think>", re.DOTALL | re.IGNORECASE)
 _FENCE = re.compile(r"^```[a-z]*\s*|\s*```$", re.IGNORECASE)
@@ -80,25 +66,6 @@ _MATH_NOTATION = re.compile(r"[$\\^=]")
 def admit_threshold(config: GenerationConfig, task: str) -> float:
     """τ_gen of a task: ``admit_threshold_numeric`` for ``numeric``, else ``admit_threshold``."""
     return config.admit_threshold_numeric if task == "numeric" else config.admit_threshold
-
-
-def build_generation_prompt(seed_questions: Sequence[str], task: str) -> Messages:
-    """Few-shot chat prompt (one user message) asking for ONE new problem like the seed questions."""
-    if task not in TASKS:
-        raise ValueError(f"task must be one of {TASKS}, got {task!r}")
-    if not seed_questions:
-        raise ValueError("a generation prompt needs at least one seed question")
-    kind, guidance = _TASK_WORDING[task]
-    examples = "\n\n".join(f"Example {i}:\n{q.strip()}" for i, q in enumerate(seed_questions, 1))
-    many = len(seed_questions) > 1
-    intro = f"Here are {len(seed_questions)} example problems" if many else "Here is an example problem"
-    content = (
-        f"{intro}:\n\n{examples}\n\n"
-        f"Write ONE new {kind} of similar difficulty to the example{'s' if many else ''}. {guidance} "
-        "Include all the information needed to solve it. "
-        "Reply with the problem statement only: no title, no hints, no solution and no answer."
-    )
-    return [{"role": "user", "content": content}]
 
 
 def clean_generated_text(text: str) -> str:
@@ -198,17 +165,17 @@ class GenerationRound:
         return self.admitted / self.generated if self.generated else 0.0
 
     def metrics(self) -> dict[str, float]:
-        """``gen/...`` metrics; every rejection reason is listed (zeros included) so that curves stay aligned."""
+        """``coact/gen/...`` metrics; every rejection reason is listed (zeros included) so that curves stay aligned."""
         out = {
-            "gen/generated": float(self.generated),
-            "gen/parsed": float(self.parsed),
-            "gen/admitted": float(self.admitted),
-            "gen/admission_rate": self.admission_rate,
-            "gen/seeds_available": float(self.seeds_available),
+            keys.GEN_GENERATED: float(self.generated),
+            keys.GEN_PARSED: float(self.parsed),
+            keys.GEN_ADMITTED: float(self.admitted),
+            keys.GEN_ADMISSION_RATE: self.admission_rate,
+            keys.GEN_SEEDS_AVAILABLE: float(self.seeds_available),
         }
-        out.update({f"gen/rejected_{reason}": float(self.rejected.get(reason, 0)) for reason in REJECT_REASONS})
+        out.update({keys.GEN_REJECTED.format(reason=r): float(self.rejected.get(r, 0)) for r in REJECT_REASONS})
         if self.agreements:
-            out["gen/agreement_mean"] = sum(self.agreements) / len(self.agreements)
+            out[keys.GEN_AGREEMENT_MEAN] = sum(self.agreements) / len(self.agreements)
         return out
 
 
@@ -238,7 +205,7 @@ async def run_generation_round(
         step: training step, recorded as the entries' ``step_added``.
         write_questions: chat prompts, shape ``(Q,)`` -> one generated text per prompt, shape ``(Q,)``.
         answer_questions: questions, shape ``(P,)`` -> n responses each, shape ``(P, n)``; the responses
-            must end in the task's answer format (e.g. prompt with :data:`~coact_verl.pool.pool.TASK_INSTRUCTIONS`).
+            must end in the task's answer format (e.g. prompt with :data:`~coact_verl.tasks.TASK_INSTRUCTIONS`).
         clusterer: groups the answers (see :func:`coact_verl.consistency.score_groups`).
         num_questions: overrides ``config.num_questions``.
         prompt_tokens: question -> token count of the prompt it is answered and trained with (question and

@@ -19,29 +19,26 @@ JSON; :meth:`PromptPool.save` writes it atomically, so a checkpoint holds either
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import json
-import os
 import random
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from coact_verl.config import TASKS, GenerationConfig
-from coact_verl.data.prepare import MATH_INSTRUCTION, prompt_id
-from coact_verl.data.synthetic import INSTRUCTION
+from coact_verl import metric_keys as keys
+from coact_verl.config import GenerationConfig
 from coact_verl.pool.dedup import DedupIndex, Duplicate
+from coact_verl.records import SOURCE_NONE, PromptRow
+from coact_verl.state_file import read_json, write_json_atomic
+from coact_verl.tasks import TASKS, prompt_id
 
 PROVENANCES = ("dataset", "oracle", "generated")
 LABEL_SOURCES = ("oracle", "self")
 DUPLICATE_KINDS = ("exact", "near")
 GENERATED_SOURCE = "coact/generated"
 ORACLE_SOURCE = "coact/oracle"
-TASK_INSTRUCTIONS = {"gsm8k": INSTRUCTION, "math": MATH_INSTRUCTION, "numeric": MATH_INSTRUCTION}
 STATE_FORMAT = "coact-prompt-pool"
 STATE_VERSION = 1
 
@@ -51,7 +48,7 @@ class PoolEntry:
     """One prompt of the pool.
 
     Attributes:
-        prompt_id: :func:`coact_verl.data.prepare.prompt_id` of ``(data_source, question)``.
+        prompt_id: :func:`coact_verl.tasks.prompt_id` of ``(data_source, question)``.
         question: the question text without any answer-format instruction.
         task: answer format, one of ``gsm8k``, ``math``, ``numeric``.
         provenance: ``dataset``, ``oracle`` or ``generated``.
@@ -92,27 +89,20 @@ class PoolEntry:
 
 
 def to_verl_row(entry: PoolEntry, index: int = 0) -> dict[str, Any]:
-    """verl dataset row of an entry: chat ``prompt`` with the task's answer instruction, empty ``ground_truth``.
-
-    The pool's label travels in ``extra_info.coact_label`` / ``extra_info.coact_label_source`` (``""`` /
-    ``"none"`` without one), never in ``reward_model``.
-    """
-    return {
-        "data_source": entry.data_source,
-        "prompt": [{"role": "user", "content": f"{entry.question} {TASK_INSTRUCTIONS[entry.task]}"}],
-        "ability": "math",
-        "reward_model": {"style": "coact", "ground_truth": ""},
-        "extra_info": {
-            "split": "pool",
-            "index": index,
-            "prompt_id": entry.prompt_id,
-            "task": entry.task,
-            "question": entry.question,
-            "provenance": entry.provenance,
-            "coact_label": entry.label or "",
-            "coact_label_source": entry.label_source or "none",
-        },
-    }
+    """verl dataset row of an entry (:class:`~coact_verl.records.PromptRow`, split ``pool``): the task's
+    answer instruction in the prompt, empty ``ground_truth``; the pool's label travels in the row's label keys
+    (``""`` / ``"none"`` without one), never in ``reward_model``."""
+    return PromptRow(
+        prompt_id=entry.prompt_id,
+        question=entry.question,
+        task=entry.task,
+        data_source=entry.data_source,
+        split="pool",
+        index=index,
+        provenance=entry.provenance,
+        label=entry.label or "",
+        label_source=entry.label_source or SOURCE_NONE,
+    ).to_row()
 
 
 class PromptPool:
@@ -376,16 +366,17 @@ class PromptPool:
         return {p: self._sizes.get(p, 0) for p in PROVENANCES}
 
     def metrics(self) -> dict[str, float]:
-        """``pool/...`` metrics: sizes by provenance, seeds, queue length, duplicates rejected, late labels, served."""
-        out = {"pool/size": float(len(self._entries))}
-        out.update({f"pool/size_{p}": float(n) for p, n in self.counts().items()})
-        out["pool/seeds"] = float(len(self.seeds()))
-        out["pool/queued"] = float(len(self._queue))
+        """``coact/pool/...`` metrics: sizes by provenance, seeds, queue length, duplicates rejected, late labels,
+        served."""
+        out = {keys.POOL_SIZE: float(len(self._entries))}
+        out.update({keys.POOL_SIZE_BY.format(provenance=p): float(n) for p, n in self.counts().items()})
+        out[keys.POOL_SEEDS] = float(len(self.seeds()))
+        out[keys.POOL_QUEUED] = float(len(self._queue))
         rejected = self.rejected
-        out["pool/duplicates_rejected"] = float(sum(rejected.values()))
-        out.update({f"pool/duplicates_{kind}": float(n) for kind, n in rejected.items()})
-        out["pool/late_labels"] = float(self._late_labels)
-        out["pool/served"] = float(self._served)
+        out[keys.POOL_DUPLICATES_REJECTED] = float(sum(rejected.values()))
+        out.update({keys.POOL_DUPLICATES.format(kind=kind): float(n) for kind, n in rejected.items()})
+        out[keys.POOL_LATE_LABELS] = float(self._late_labels)
+        out[keys.POOL_SERVED] = float(self._served)
         return out
 
     # ------------------------------------------------------------------ state
@@ -446,44 +437,7 @@ class PromptPool:
     @classmethod
     def load(cls, path: str | Path) -> PromptPool:
         """A pool restored from a file written by :meth:`save`."""
-        state = json.loads(Path(path).read_text(encoding="utf-8"))
+        state = read_json(path)
         pool = cls()
         pool.load_state_dict(state)
         return pool
-
-
-def write_json_atomic(path: str | Path, data: Any) -> Path:
-    """Write ``data`` as JSON to ``path`` atomically: a temporary file in the same folder, fsync, rename.
-
-    A crash leaves either the old file or the new one, never a half-written one.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(folder: Path) -> None:
-    """Persist a rename on POSIX file systems (a no-op where folders cannot be opened)."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. Windows
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover - some file systems refuse
-        pass
-    finally:
-        os.close(fd)

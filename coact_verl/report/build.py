@@ -14,7 +14,7 @@ from pathlib import Path
 from coact_verl.report import figures, keys
 from coact_verl.report.calibration import CalibrationPoint, calibration_points, load_eval_rows
 from coact_verl.report.logs import RunLog, find_run_logs
-from coact_verl.report.study import STUDY_FILE, ArmCurve, arm_curves, load_study
+from coact_verl.report.study import STUDY_FILE, ArmCurve, arm_curves, final_kind_accuracy, load_study
 
 REPORT_MD = "report.md"
 
@@ -47,6 +47,9 @@ def build_report(run_dir: Path, out_dir: Path | None = None) -> ReportResult:
     ]
     if curves:
         drawn.append(figures.plot_label_efficiency(curves, metric, out))
+        kinds = final_kind_accuracy(run_dir / STUDY_FILE)
+        if kinds:
+            drawn.append(figures.plot_kind_accuracy(kinds, out))
     else:
         drawn.append(figures.FigureResult("Label efficiency", None, f"Skipped: no usable `{STUDY_FILE}`."))
     markdown = out / REPORT_MD

@@ -14,7 +14,7 @@ from typing import Any
 from coact_verl.report import keys
 from coact_verl.report.calibration import CalibrationPoint
 from coact_verl.report.logs import RunLog
-from coact_verl.report.study import ArmCurve
+from coact_verl.report.study import ArmCurve, KindAccuracy
 
 LINESTYLES = ("-", "--", ":", "-.")
 ROUTE_COLORS = {"self": "tab:green", "oracle": "tab:blue", "drop": "tab:gray"}
@@ -165,6 +165,35 @@ def plot_label_efficiency(curves: Sequence[ArmCurve], metric: str | None, out_di
     ax.set_ylabel(f"accuracy ({metric})" if metric else "accuracy")
     _finish(ax, "Accuracy vs labels used (mean ± std over seeds)", legend=True)
     return _save(fig, out_dir / "label_efficiency.png", title, "Bands: ± one standard deviation over seeds.")
+
+
+def plot_kind_accuracy(cells: Sequence[KindAccuracy], out_dir: Path) -> FigureResult:
+    """Final accuracy per problem kind, one bar per arm (mean ± std over seeds)."""
+    title = "Accuracy per kind"
+    if not cells:
+        return FigureResult(title, None, "Skipped: the study's points carry no `per_kind` accuracies.")
+    arms = list(dict.fromkeys(c.arm for c in cells))
+    kinds = list(dict.fromkeys(c.kind for c in cells))
+    by_key = {(c.arm, c.kind): c for c in cells}
+    fig, ax = _figure()
+    width = 0.8 / len(arms)
+    for i, arm in enumerate(arms):
+        xs = [k + (i - (len(arms) - 1) / 2) * width for k in range(len(kinds))]
+        found = [by_key.get((arm, kind)) for kind in kinds]
+        ax.bar(
+            xs,
+            [c.mean if c else 0.0 for c in found],
+            width,
+            yerr=[c.std if c else 0.0 for c in found],
+            color=f"C{i}",
+            label=arm,
+            capsize=2,
+        )
+    ax.set_xticks(range(len(kinds)), kinds)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("final accuracy")
+    _finish(ax, "Final accuracy per kind (mean ± std over seeds)", legend=True)
+    return _save(fig, out_dir / "label_efficiency_kinds.png", title, "Error bars: ± one standard deviation over seeds.")
 
 
 # ---------------------------------------------------------------------------------------------------- helpers

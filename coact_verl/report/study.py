@@ -13,11 +13,12 @@
       ]
     }
 
-A bare list of runs is accepted as well. ``labels_used`` is the cumulative count of oracle labels charged,
-``accuracy`` a rate in [0, 1], ``step`` (optional) the training step of the point; of points with equal
-``labels_used`` (a spent budget) the latest step counts. Per arm, each seed's
-curve is linearly interpolated onto the union of the seeds' ``labels_used`` values inside the range that
-every seed covers, then averaged: the curve is mean ± std (population) over seeds.
+A bare list of runs is accepted as well. A point may carry ``per_kind`` (``{kind: accuracy}``, e.g. the
+testbed's problem kinds); :func:`final_kind_accuracy` summarises the last point's per run. ``labels_used``
+is the cumulative count of oracle labels charged, ``accuracy`` a rate in [0, 1], ``step`` (optional) the
+training step of the point; of points with equal ``labels_used`` (a spent budget) the latest step counts.
+Per arm, each seed's curve is linearly interpolated onto the union of the seeds' ``labels_used`` values
+inside the range that every seed covers, then averaged: the curve is mean ± std (population) over seeds.
 """
 
 from __future__ import annotations
@@ -113,3 +114,36 @@ def arm_curves(runs: Sequence[StudyRun]) -> list[ArmCurve]:
             )
         )
     return curves
+
+
+@dataclass(frozen=True)
+class KindAccuracy:
+    """One arm's final accuracy on one kind of problem: mean ± std (population) over ``seeds``."""
+
+    arm: str
+    kind: str
+    seeds: int
+    mean: float
+    std: float
+
+
+def final_kind_accuracy(path: Path) -> list[KindAccuracy]:
+    """Per arm and kind, the accuracy at each run's last point (runs without ``per_kind`` are left out).
+
+    Raises:
+        ValueError: the file is not valid JSON.
+    """
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"invalid JSON ({exc.msg}, line {exc.lineno})") from None
+    entries = raw.get("runs") if isinstance(raw, dict) else raw
+    values: dict[tuple[str, str], list[float]] = {}
+    for entry in entries if isinstance(entries, list) else []:
+        points = entry.get("points") if isinstance(entry, dict) else None
+        last = points[-1] if isinstance(points, list) and points and isinstance(points[-1], dict) else {}
+        per_kind = last.get("per_kind")
+        if isinstance(per_kind, dict):
+            for kind, accuracy in per_kind.items():
+                values.setdefault((str(entry.get("arm")), str(kind)), []).append(float(accuracy))
+    return [KindAccuracy(arm, kind, len(v), float(np.mean(v)), float(np.std(v))) for (arm, kind), v in values.items()]

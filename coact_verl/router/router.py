@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from coact_verl import metric_keys as keys
 from coact_verl.config import RouterConfig
 from coact_verl.router.bands import (
     ORACLE_REASONS,
@@ -499,48 +500,38 @@ class Router:
     def metrics(self, reset: bool = True) -> dict[str, float]:
         """Routing metrics since the last reset.
 
-        Legacy keys: ``router/{self,oracle,drop}_frac``, ``router/oracle_frac/<reason>``, ``router/groups``,
-        ``router/oracle_used_total``, ``router/reference_size``. The same under ``coact/router/...`` plus
-        ``coact/router/drop_frac/<reason>``, per branch ``coact/router/branch/<b>/{labels,changed,yield,share}``
+        ``coact/router/{self,oracle,drop}_frac``, ``coact/router/oracle_frac/<reason>``, ``coact/router/groups``,
+        ``coact/router/oracle_used_total``, ``coact/router/reference_size``, ``coact/router/drop_frac/<reason>``,
+        per branch ``coact/router/branch/<b>/{labels,changed,yield,share}``
         (labels and changed since the last reset; yield the posterior mean), ``coact/router/tau_self``, the
         calibration curve ``coact/router/calibration/<task>/<level>`` and, with an audit,
         ``coact/audit/{precision,ci_low,ci_high,n,guard_events,tau_self}``.
         """
         n = self._counts[Action.SELF.value] + self._counts[Action.ORACLE.value] + self._counts[Action.DROP.value]
         denom = max(n, 1)
-        out = {f"router/{a.value}_frac": self._counts[a.value] / denom for a in Action}
+        out = {keys.ROUTER_FRAC.format(action=a.value): self._counts[a.value] / denom for a in Action}
         for reason in ORACLE_REASONS:
-            out[f"router/oracle_frac/{reason.value}"] = self._counts[f"oracle/{reason.value}"] / denom
-        out.update(
-            {
-                "router/groups": float(n),
-                "router/oracle_used_total": float(self._used_total),
-                "router/reference_size": float(len(self._reference)),
-            }
-        )
-        out.update({f"coact/{k}": v for k, v in list(out.items())})
+            out[keys.ROUTER_ORACLE_REASON.format(reason=reason.value)] = self._counts[f"oracle/{reason.value}"] / denom
+        out[keys.ROUTER_GROUPS] = float(n)
+        out[keys.ROUTER_ORACLE_USED] = float(self._used_total)
+        out[keys.ROUTER_REFERENCE_SIZE] = float(len(self._reference))
         for reason in (Reason.BELOW_THRESHOLD, Reason.UNANIMOUS):
-            out[f"coact/router/drop_frac/{reason.value}"] = self._counts[f"drop/{reason.value}"] / denom
+            out[keys.ROUTER_DROP_REASON.format(reason=reason.value)] = self._counts[f"drop/{reason.value}"] / denom
         for branch in BRANCHES:
-            out[f"coact/router/branch/{branch}/labels"] = float(self._counts[f"labeled/{branch}"])
-            out[f"coact/router/branch/{branch}/changed"] = float(self._counts[f"changed/{branch}"])
-            out[f"coact/router/branch/{branch}/yield"] = self.yields.mean(branch)
-            out[f"coact/router/branch/{branch}/share"] = float(self._shares.get(branch, 0.0))
-        out["coact/router/tau_self"] = float(self.tau_self)
-        for key, value in self.calibration.curve().items():
-            out[f"coact/router/calibration/{key}"] = value
+            out[keys.ROUTER_BRANCH.format(branch=branch, stat="labels")] = float(self._counts[f"labeled/{branch}"])
+            out[keys.ROUTER_BRANCH.format(branch=branch, stat="changed")] = float(self._counts[f"changed/{branch}"])
+            out[keys.ROUTER_BRANCH.format(branch=branch, stat="yield")] = self.yields.mean(branch)
+            out[keys.ROUTER_BRANCH.format(branch=branch, stat="share")] = float(self._shares.get(branch, 0.0))
+        out[keys.ROUTER_TAU_SELF] = float(self.tau_self)
+        for point, value in self.calibration.curve().items():  # "<task>/<level>" and "<task>/<level>/n"
+            task, level, *count = point.split("/")
+            template = keys.ROUTER_CALIBRATION_N if count else keys.ROUTER_CALIBRATION
+            out[template.format(task=task, level=level)] = value
         if self.cfg.audit_share > 0.0 or self.audit.outcomes:
             precision, low, high, n_audit = self.audit_estimate()
-            out.update(
-                {
-                    "coact/audit/precision": precision,
-                    "coact/audit/ci_low": low,
-                    "coact/audit/ci_high": high,
-                    "coact/audit/n": float(n_audit),
-                    "coact/audit/guard_events": float(self._guard_events),
-                    "coact/audit/tau_self": float(self.tau_self),
-                }
-            )
+            audit = {"precision": precision, "ci_low": low, "ci_high": high, "n": float(n_audit)}
+            audit.update({"guard_events": float(self._guard_events), "tau_self": float(self.tau_self)})
+            out.update({keys.AUDIT.format(stat=stat): value for stat, value in audit.items()})
         if reset:
             self._counts.clear()
         return out

@@ -5,7 +5,9 @@ set -euo pipefail
 
 : "${COACT_ORACLE_TRAINER_TOKEN:?set COACT_ORACLE_TRAINER_TOKEN (the trainer reads the same variable)}"
 export COACT_ORACLE_TRAINER_TOKEN
-DB=${DB:-oracle.sqlite}  # one database per run: a fresh run uses a new file, a resumed run its own
+# One database serves any number of runs: each trainer opens its own run in it, named by
+# trainer.project_name/trainer.experiment_name (a fresh run starts over, a resumed one continues its own).
+DB=${DB:-oracle.sqlite}
 PORT=${PORT:-8765}
 BACKEND=${BACKEND:-gold}
 GOLD=${GOLD:-data/gsm8k/train_gold.parquet}

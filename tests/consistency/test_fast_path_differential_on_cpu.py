@@ -11,11 +11,14 @@ requires that to stay rare.
 
 from __future__ import annotations
 
+import math
 import random
 from fractions import Fraction
 
+import pytest
+
 from coact_verl.config import ConsistencyConfig
-from coact_verl.consistency import AnswerClusterer, HardTimeoutPool
+from coact_verl.consistency import AnswerClusterer, HardTimeoutPool, canonicalize
 from coact_verl.consistency.verify_worker import init_worker, parse_answer, verify_pair
 
 PAIRS = 4000
@@ -195,3 +198,109 @@ def test_fast_paths_agree_with_math_verify():
     assert not wrong, wrong[:10]
     assert len(reference) >= 0.6 * len(pairs) and skipped <= 0.05 * len(decided)
     assert {v for _, v in reference} == {True, False}
+
+
+def _relations(rng: random.Random) -> list[str]:
+    """Relations as responses write them: worked arithmetic, equations in a variable, inequalities, chains,
+    ``\\neq``, and assignments (``x = 5``, ``f(x) = 3``), which math-verify reads differently."""
+
+    def n() -> int:
+        return rng.randint(-9, 30)
+
+    makers = [
+        lambda: (lambda a, b: f"{a}+{b}={a + b}")(n(), n()),
+        lambda: (lambda a, b: f"{a}-{b}={a - b}")(n(), n()),
+        lambda: (lambda a, b: f"{a}\\cdot {b}={a * b}")(n(), n()),
+        lambda: (lambda a, b: f"{a}({b})={a * b}")(rng.randint(2, 12), rng.randint(2, 30)),
+        lambda: (lambda a: f"{a}^2={a * a}")(rng.randint(2, 9)),
+        lambda: (lambda a: f"\\sqrt{{{a * a}}}={a}")(rng.randint(2, 9)),
+        lambda: (lambda a, b: f"\\frac{{{a * b}}}{{{b}}}={a}")(rng.randint(1, 9), rng.randint(2, 9)),
+        lambda: (lambda a, b: f"{a}+{b}={a + b}={a + b}")(n(), n()),
+        lambda: (lambda a, b: f"{a}x+{b}={a * 2 + b}")(rng.randint(2, 5), n()),
+        lambda: (lambda a: f"2x={2 * a}")(n()),
+        lambda: (lambda a: f"x^2={a * a}")(rng.randint(1, 9)),
+        lambda: (lambda a: f"(x-{a})(x+1)=0")(rng.randint(1, 9)),
+        lambda: (lambda a: f"x+y={a}")(n()),
+        lambda: (lambda a: rng.choice(["x>", "x<", "x\\le ", "x\\ge ", "x\\geq ", "x\\leq "]) + str(a))(n()),
+        lambda: (lambda a: f"{a}<x")(n()),
+        lambda: (lambda a: f"{a}<x<{a + 3}")(n()),
+        lambda: (lambda a: f"0<|y+{a}|<5")(rng.randint(1, 9)),
+        lambda: (lambda a: f"x\\neq {a}")(n()),
+        lambda: (lambda a, b: f"{a}\\neq {b}")(n(), n()),
+        lambda: (lambda a: f"x={a}")(n()),
+        lambda: (lambda a: f"y=\\frac{{{a}}}{{2}}")(n()),
+        lambda: (lambda a: f"f(x)={a}")(n()),
+        lambda: (lambda a: f"x_1={a}")(n()),
+        lambda: (lambda a, b: f"k={a}+{b}={a + b}")(n(), n()),
+        lambda: (lambda a: f"x=1, x={a}")(n()),
+        lambda: (lambda a: f"\\frac{{x}}{{2}}={a}")(n()),
+        lambda: (lambda a: f"{a}\\%={a / 100:g}")(rng.randint(1, 99)),
+        lambda: (lambda a: f"{a}!={math.factorial(a)}")(rng.randint(2, 6)),
+    ]
+    return list(dict.fromkeys(rng.choice(makers)() for _ in range(220)))
+
+
+def test_a_relation_never_equals_a_number_where_the_clusterer_says_so():
+    """The parse-informed shortcut (a relation that is not an assignment, as gold, never accepts a plain number)
+    agrees with math-verify on every pair: in clustering (both directions) and in the label path (either side
+    as gold), including numbers equal to a relation's right side, which math-verify accepts with a number gold.
+    """
+    rng = random.Random(SEED + 1)
+    relations = _relations(rng)
+    numbers = sorted({canonicalize(str(v), "math").text for v in range(-9, 31)} | {"0.5", "-1.25", "\\frac{1}{3}"})
+    numbers += [canonicalize(r.rsplit("=", 1)[1], "math").text for r in relations if "=" in r]
+    numbers = list(dict.fromkeys(t for t in numbers if canonicalize(t, "math").is_number))
+    pairs = list(dict.fromkeys((r, rng.choice(numbers)) for r in relations for _ in range(12)))
+    pairs += [(r, canonicalize(r.rsplit("=", 1)[1], "math").text) for r in relations if "=" in r]
+    pairs = [(r, x) for r, x in dict.fromkeys(pairs) if canonicalize(x, "math").is_number]
+    with HardTimeoutPool(workers=2, timeout_s=20.0, initializer=init_worker) as pool:
+        texts = list(dict.fromkeys(t for p in pairs for t in p))
+        parsed = {t: o.value for t, o in zip(texts, pool.map(parse_answer, texts), strict=True) if o.ok and o.value}
+        reference = [p for p in pairs if p[0] in parsed and p[1] in parsed]
+        directions = list(dict.fromkeys(q for r, x in reference for q in ((r, x), (x, r))))
+        verdicts = pool.map(verify_pair, [(parsed[g].blob, parsed[p].blob) for g, p in directions])
+        verified = dict(zip(directions, (o.value for o in verdicts), strict=True))
+    with AnswerClusterer(ConsistencyConfig(task="math", percent="keep")) as clusterer:
+        clustered = clusterer.cluster_many([[r, x] for r, x in reference])
+        relation_gold = clusterer.same_many(reference)
+        number_gold = clusterer.same_many([(x, r) for r, x in reference])
+    wrong = []
+    for (r, x), ids, rg, ng in zip(reference, clustered, relation_gold, number_gold, strict=True):
+        forward, backward = verified[(r, x)], verified[(x, r)]
+        if (ids[0] == ids[1]) != (forward and backward) or rg != forward or ng != backward:
+            wrong.append((r, x, ids, rg, ng, forward, backward))
+    shortcut = [p for p in reference if parsed[p[0]].relation]
+    print(f"\n{len(reference)} relation/number pairs, {len(shortcut)} settled by the shortcut")
+    assert not wrong, wrong[:10]
+    assert len(shortcut) >= 1000 and len(reference) >= 0.9 * len(pairs)
+    assert any(verified[(x, r)] for r, x in shortcut)  # a number gold accepts some of them: the direction matters
+    assert any(not parsed[r].relation for r, _ in reference)  # assignments are covered and left to math-verify
+
+
+def test_parses_travel_to_another_worker_without_changing_a_verdict():
+    """A parse loaded from its pickled payload compares exactly as the answer parsed afresh from its text."""
+    rng = random.Random(SEED + 2)
+    texts = list(dict.fromkeys([t for p in _pairs(rng)[:400] for t in p] + _relations(rng)[:80]))
+    with HardTimeoutPool(workers=2, timeout_s=20.0, initializer=init_worker) as pool:
+        parsed = {t: o.value for t, o in zip(texts, pool.map(parse_answer, texts), strict=True) if o.ok and o.value}
+        shipped = [t for t, p in parsed.items() if isinstance(p.blob, bytes)]
+        pairs = [(a, rng.choice(shipped)) for a in shipped]
+        by_blob = pool.map(verify_pair, [(parsed[a].blob, parsed[b].blob) for a, b in pairs])
+        by_text = pool.map(verify_pair, [(a, b) for a, b in pairs])
+    differ = [(a, b, x.value, y.value) for (a, b), x, y in zip(pairs, by_blob, by_text, strict=True) if x != y]
+    print(f"\n{len(shipped)} of {len(parsed)} parses travel pickled; {len(pairs)} comparisons")
+    assert not differ, differ[:10]
+    assert len(shipped) >= 0.5 * len(parsed) and len(shipped) < len(parsed)  # some travel as text
+    assert any(o.value for o in by_blob) and not all(o.value for o in by_blob)
+
+
+def test_the_worker_that_parsed_compares_without_parsing_again(monkeypatch):
+    """Answers whose parse cannot be pickled faithfully travel as text; the worker that parsed them keeps the
+    parsed objects, so comparing them there parses nothing (here: parsing again would raise)."""
+    from coact_verl.consistency import verify_worker
+
+    init_worker()
+    gold, pred = parse_answer("y=-4x"), parse_answer("y = -4 x + 0")
+    assert isinstance(gold.blob, str)  # ``-1*4*x`` does not survive a pickle round trip
+    monkeypatch.setattr(verify_worker, "_parse", lambda text: pytest.fail(f"parsed {text!r} again"))
+    assert verify_pair((gold.blob, pred.blob)) and verify_pair((pred.blob, gold.blob))

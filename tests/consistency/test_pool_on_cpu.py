@@ -30,6 +30,11 @@ def test_a_crashing_worker_is_replaced():
         assert out[0].status == "crash"
         assert pool.stats.crashes == 1
         assert pool.map(abs, [-5])[0].value == 5
+        assert pool.worker_pids() == pool.map(_pid, [0])[0].value  # the replacement, not the dead worker
+
+
+def _pid(_: object) -> list[int]:
+    return [os.getpid()]
 
 
 def test_exceptions_are_results_not_failures_of_the_batch():
@@ -50,7 +55,7 @@ def test_memory_limit_turns_a_runaway_allocation_into_an_error():
 def test_closed_pool_refuses_work_and_close_is_idempotent():
     pool = HardTimeoutPool(workers=1, timeout_s=1.0)
     assert pool.map(abs, []) == []
-    assert not pool.started  # lazy: nothing started without work
+    assert not pool.started and pool.worker_pids() == []  # lazy: nothing started without work
     pool.close()
     pool.close()
     with pytest.raises(RuntimeError, match="closed"):

@@ -8,7 +8,8 @@ import sys
 import pandas as pd
 import pytest
 
-from coact_verl.data.prepare import final_answer, prepare, prompt_id
+from coact_verl.data.prepare import final_answer, prepare
+from coact_verl.tasks import prompt_id
 
 
 @pytest.mark.parametrize(

@@ -24,3 +24,13 @@ def run_ok(config: str, overrides: list[str], log: Path, **kwargs) -> TrainerRun
     assert run.returncode == 0, f"main_ppo exited {run.returncode}\n{run.tail(80)}"
     assert run.steps, f"no step metrics in the log\n{run.tail(80)}"
     return run
+
+
+def validation_rows_without_split(test_parquet: Path, out: Path, rows: int = 8) -> Path:
+    """The first ``rows`` validation rows with no ``extra_info.split``: only verl's own validation flag marks them."""
+    import pandas as pd
+
+    frame = pd.read_parquet(test_parquet).head(rows)
+    frame["extra_info"] = [{k: v for k, v in extra.items() if k != "split"} for extra in frame["extra_info"]]
+    frame.to_parquet(out)
+    return out

@@ -13,7 +13,7 @@ import pytest
 
 from coact_verl.config import CoActConfig, RouterConfig
 from coact_verl.demo import run_demo
-from coact_verl.labeling import GroupLabeler, GroupRequest
+from coact_verl.group.labeler import GroupLabeler, GroupRequest
 from tests.e2e.helpers import base_overrides, run_ok
 
 pytestmark = pytest.mark.e2e
@@ -104,6 +104,7 @@ def test_rollout_group_step_rewards_equal_the_core(tiny_assets, tmp_path):
 def test_drop_in_reward_manager_in_stock_config_gives_the_same_rewards(tiny_assets, tmp_path):
     overrides = base_overrides(tiny_assets, 2) + [
         "reward.reward_manager.name=coact",
+        "+coact.router.policy=self_only",  # no oracle: the default router needs one (and its gold answers)
         f"trainer.rollout_data_dir={tmp_path / 'dump'}",
     ]
     run = run_ok("stock_grpo_cpu", overrides, tmp_path / "dropin.log", config_path=CONFIGS)
@@ -133,12 +134,15 @@ def test_training_continues_when_the_oracle_is_down(tiny_assets, tmp_path):
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+    budget = {"total": None, "spent": 0, "remaining": None, "per_step": None}
+    run = {"id": 2, "name": "run", "generation": 1, "resumed": False, "step": 0, "max_candidates": 16, "budget": budget}
     handshake = {"role": "trainer", "backend": "gold", "needs_gold": True, "gold": 1, "api_version": "1.0.0",
-                 "budget": {"total": None, "spent": 0, "remaining": None, "per_step": None}}  # fmt: skip
+                 "budget": budget, "run": run}  # fmt: skip
+    answers = {"/v1/handshake": handshake, "/v1/runs": run}
 
     class DownAfterHandshake(BaseHTTPRequestHandler):  # answers the handshake, then 503 for everything
         def _reply(self) -> None:
-            body = json.dumps(handshake).encode() if self.path == "/v1/handshake" else b""
+            body = json.dumps(answers[self.path]).encode() if self.path in answers else b""
             self.send_response(200 if body else 503)
             self.send_header("Content-Length", str(len(body)))
             self.end_headers()
@@ -192,21 +196,21 @@ def test_generated_questions_are_admitted_and_trained_on(tiny_assets, tmp_path):
         f"trainer.default_local_dir={tmp_path / 'ckpt'}",
     ]
     run = run_ok("coact_grpo_cpu", overrides, tmp_path / "gen.log")
-    generated = run.metric("gen/generated")
-    admitted = run.metric("gen/admitted")
+    generated = run.metric("coact/gen/generated")
+    admitted = run.metric("coact/gen/admitted")
     assert generated and sum(generated) > 0, "no generation round ran"
     assert sum(admitted) > 0, f"nothing admitted: {run.steps}"
     trained = run.metric("coact/batch/provenance_generated")
-    first_admission = min(s for s in sorted(run.steps) if run.steps[s].get("gen/admitted", 0) > 0)
+    first_admission = min(s for s in sorted(run.steps) if run.steps[s].get("coact/gen/admitted", 0) > 0)
     assert any(run.steps[s]["coact/batch/provenance_generated"] > 0 for s in run.steps if s > first_admission), trained
-    rejected = {k: v for s in run.steps.values() for k, v in s.items() if k.startswith("gen/rejected_") and v}
+    rejected = {k: v for s in run.steps.values() for k, v in s.items() if k.startswith("coact/gen/rejected_") and v}
     assert sum(generated) == sum(admitted) + sum(
-        v for s in run.steps.values() for k, v in s.items() if k.startswith("gen/rejected_")
+        v for s in run.steps.values() for k, v in s.items() if k.startswith("coact/gen/rejected_")
     ), rejected
     # each checkpoint holds the pool as of the end of its step (the resume point)
     for step in (2, 4, 5):
         saved = PromptPool.load(tmp_path / "ckpt" / f"global_step_{step}" / "coact_pool.json")
-        admitted_so_far = sum(run.steps[s].get("gen/admitted", 0) for s in run.steps if s <= step)
+        admitted_so_far = sum(run.steps[s].get("coact/gen/admitted", 0) for s in run.steps if s <= step)
         assert saved.counts()["generated"] == admitted_so_far, (step, saved.counts())
 
     # resume: a second run continues from global_step_5 with the pool exactly as saved there
@@ -223,6 +227,6 @@ def test_generated_questions_are_admitted_and_trained_on(tiny_assets, tmp_path):
     # without the restore the new trainer would start from an empty pool (step 6 runs a round of its own)
     assert before.counts()["generated"] >= 1
     step6 = resumed.steps[6]
-    assert step6["pool/size_generated"] == before.counts()["generated"] + step6.get("gen/admitted", 0)
+    assert step6["coact/pool/size_generated"] == before.counts()["generated"] + step6.get("coact/gen/admitted", 0)
     after = PromptPool.load(tmp_path / "ckpt" / "global_step_6" / "coact_pool.json")
     assert [e.prompt_id for e in after][: len(before)] == [e.prompt_id for e in before]

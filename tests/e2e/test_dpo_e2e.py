@@ -26,7 +26,7 @@ def _pairs_from_step(dump_dir, step: int):
     import asyncio
 
     from coact_verl.config import RouterConfig
-    from coact_verl.labeling import GroupLabeler, GroupRequest
+    from coact_verl.group.labeler import GroupLabeler, GroupRequest
 
     groups = [g for key, g in _dumped_groups_by_step(dump_dir).items() if key == step][0]
     labeler = GroupLabeler(CoActConfig(router=RouterConfig(policy="self_only")))
@@ -185,9 +185,9 @@ def test_dpo_trains_on_user_edits_and_attentive_votes(tiny_assets, tmp_path):
         stop_local_service(proc)
     assert sorted(run.steps) == [1, 2, 3]
     # step 1 reads 4 edits and the careful voter's 40 votes; the careless voter (η̂ = 0) is left out
-    assert run.steps[1]["feedback/read"] == 44
-    assert [run.steps[s]["feedback/batch_rows"] for s in (1, 2, 3)] == [0, 16, 16]  # 4 pairs x n=4 rows
-    assert [run.steps[s]["feedback/served"] for s in (1, 2, 3)] == [0, 4, 8]
+    assert run.steps[1]["coact/feedback/read"] == 44
+    assert [run.steps[s]["coact/feedback/batch_rows"] for s in (1, 2, 3)] == [0, 16, 16]  # 4 pairs x n=4 rows
+    assert [run.steps[s]["coact/feedback/served"] for s in (1, 2, 3)] == [0, 4, 8]
     # dpo/pairs is a mean over the step's 4 micro-batches (32 rows / 8); the 4 user pairs always form pairs
     assert run.steps[2]["actor/dpo/pairs"] * 4 >= 4 and run.steps[3]["actor/dpo/pairs"] * 4 >= 4
 
@@ -207,3 +207,22 @@ def test_dpo_trains_on_user_edits_and_attentive_votes(tiny_assets, tmp_path):
 
     before, after = (edit_margin(tmp_path / "ckpt" / f"global_step_{s}" / "actor" / "huggingface") for s in (1, 2))
     assert after > before, (before, after)  # step 2, the step that trained on the edits, moved toward them
+
+
+def test_dpo_on_two_data_parallel_ranks_with_two_mini_batches(tiny_assets, tmp_path):
+    """The real trainer with 2 FSDP actor ranks on gloo and 2 mini-batches (optimizer steps) per training step:
+    pairs are laid out across both ranks without splitting one, and the pairwise loss trains."""
+    overrides = base_overrides(tiny_assets, 2) + [
+        "coact.router.policy=self_only",
+        "trainer.n_gpus_per_node=2",
+        "ray_kwargs.ray_init.num_gpus=2",
+        "actor_rollout_ref.actor.ppo_mini_batch_size=4",
+        "actor_rollout_ref.actor.ppo_micro_batch_size_per_gpu=4",
+    ]
+    run = run_ok("coact_dpo_cpu", overrides, tmp_path / "dpo2.log")
+    log = run.log_path.read_text()
+    assert sorted(run.steps) == [1, 2]
+    assert "world_size=2" in log or "world_size: 2" in log, "the actor did not run on two ranks"
+    assert sum(run.metric("coact/dpo/pairs")) > 0 and any(g > 0 for g in run.metric("actor/grad_norm"))
+    # policy = reference at the first of step 1's two optimizer steps: the mean loss stays close to log 2
+    assert run.steps[1]["actor/dpo/dpo_loss"] == pytest.approx(math.log(2), abs=0.05)

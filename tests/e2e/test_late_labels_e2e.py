@@ -92,4 +92,4 @@ def test_late_human_labels_return_to_training(tiny_assets, tmp_path):
     trained = {step: s["coact/batch/provenance_oracle"] for step, s in run.steps.items()}
     assert trained[first + 1] > 0, trained
     assert all(trained[step] == 0 for step in range(1, first + 1)), trained
-    assert run.steps[4]["pool/late_labels"] == sum(late.values())
+    assert run.steps[4]["coact/pool/late_labels"] == sum(late.values())

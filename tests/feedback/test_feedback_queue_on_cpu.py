@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from coact_verl.adapters.dpo import pair_rows
-from coact_verl.adapters.reward_manager import INCOMPLETE_INFO
 from coact_verl.feedback.queue import FEEDBACK_AGENT, FeedbackQueue, feedback_row
-from coact_verl.labeling import feedback_infos
+from coact_verl.group.labeler import feedback_infos
+from coact_verl.records import INFO_KEYS
 
 
 def pair(i: int, kind: str = "vote", weight: float = 0.9) -> dict:
@@ -40,7 +40,8 @@ def test_queue_order_cursor_and_replays():
     assert queue.extend([pair(5)], next_cursor=9) == 0  # a page read twice adds nothing
     assert [r["extra_info"]["index"] for r in queue.take(2)] == [1, 2]
     assert [r["extra_info"]["index"] for r in queue.take(5)] == [5] and queue.take(3) == []
-    assert queue.metrics() == {"feedback/queued": 0.0, "feedback/received": 3.0, "feedback/served": 3.0}
+    metrics = queue.metrics()
+    assert metrics == {"coact/feedback/queued": 0.0, "coact/feedback/received": 3.0, "coact/feedback/served": 3.0}
 
 
 @pytest.mark.parametrize(
@@ -67,11 +68,11 @@ def test_checkpoint_round_trip_keeps_waiting_pairs(tmp_path):
 
 
 def test_feedback_rows_mark_one_weighted_pair_with_the_outcome_keys():
-    infos = feedback_infos(4, "vote", 0.8)
+    infos = [info.to_extra_info() for info in feedback_infos(4, "vote", 0.8)]
     assert [i["coact_pair_role"] for i in infos] == ["chosen", "rejected", "", ""]
     assert {i["coact_pair_weight"] for i in infos} == {0.8} and {i["coact_reward"] for i in infos} == {0.0}
     # every row of a batch carries the same reward_extra_info keys, whatever made it
-    assert all(set(i) | {"coact_prompt_id"} == set(INCOMPLETE_INFO) for i in infos)
+    assert all(set(i) == set(INFO_KEYS) for i in infos)
     chosen, rejected = pair_rows(["u"] * 4, [i["coact_pair_role"] for i in infos])
     assert (chosen, rejected) == ([0], [1])
     with pytest.raises(ValueError):

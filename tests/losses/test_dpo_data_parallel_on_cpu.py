@@ -1,5 +1,7 @@
-"""The DPO loss in verl's actor across data-parallel ranks: 2 gloo ranks with gradients averaged as FSDP/DDP
-do give the 1-rank gradient on the same pairs; the pair layout never splits a pair; bf16 inputs work.
+"""The DPO loss in verl's actor across data-parallel ranks and mini-batches: 2 gloo ranks with gradients averaged
+as FSDP/DDP do give the 1-rank gradient on the same pairs; with several mini-batches per step each optimizer
+step's gradient is the weighted mean over that mini-batch's own pairs; the pair layout never splits a pair;
+bf16 inputs work.
 
 Micro-batches are built as verl's engine hands them to the loss (jagged ``prompts``/``responses``/
 ``response_mask``/``ref_log_prob``, per-row ``uid`` and ``extra_fields``, ``dp_size`` and the trainer's
@@ -18,7 +20,8 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 import verl.utils.tensordict_utils as tu
 
-from coact_verl.adapters.dpo import PAIRS_KEY, dpo_loss_fn, pair_layout
+from coact_verl.adapters.dpo import PAIRS_KEY, dpo_loss_fn
+from coact_verl.losses import pair_layout, pairs_per_mini_batch
 
 VOCAB, PAIRS, MICRO, BETA, NLL = 11, 6, 4, 0.5, 1.0
 
@@ -36,11 +39,11 @@ class TinyLM(torch.nn.Module):
         return torch.cat([logp.gather(-1, ids[1:, None])[:, 0], logp.new_zeros(1)])
 
 
-def _pairs():
-    """PAIRS pairs: (uid, prompt, chosen, rejected, ref_chosen, ref_rejected, weight); lengths differ."""
+def _pairs(count=PAIRS):
+    """``count`` pairs: (uid, prompt, chosen, rejected, ref_chosen, ref_rejected, weight); lengths differ."""
     gen = torch.Generator().manual_seed(1)
     pairs = []
-    for p in range(PAIRS):
+    for p in range(count):
         prompt = torch.randint(0, VOCAB, (2 + p % 3,), generator=gen)
         chosen = torch.randint(0, VOCAB, (3 + p % 2,), generator=gen)
         rejected = torch.randint(0, VOCAB, (2 + (p + 1) % 4,), generator=gen)
@@ -58,7 +61,7 @@ def _rows(pair):
     return [(uid, prompt, chosen, ref_c, "chosen", weight), (uid, prompt, rejected, ref_r, "rejected", weight)]
 
 
-def _micro_batch(rows, dp_size, pairs_per_mini_batch, dtype=torch.float32):
+def _micro_batch(rows, dp_size, pairs_in_mini_batch, dtype=torch.float32):
     def nested(values):
         return torch.nested.as_nested_tensor(list(values), layout=torch.jagged)
 
@@ -71,39 +74,53 @@ def _micro_batch(rows, dp_size, pairs_per_mini_batch, dtype=torch.float32):
             "uid": [r[0] for r in rows],
             "extra_fields": [{"reward_extra_info": {"coact_pair_role": r[4], "coact_pair_weight": r[5]}} for r in rows],
         },
-        non_tensor_dict={"dp_size": dp_size, "global_batch_size": 2 * len(rows), PAIRS_KEY: pairs_per_mini_batch},
+        non_tensor_dict={"dp_size": dp_size, "global_batch_size": 2 * len(rows), PAIRS_KEY: pairs_in_mini_batch},
     )
 
 
-def _accumulate_gradient(model, rank, world, dtype=torch.float32):
-    """verl's path on one rank: this rank's chunk of the pair layout, micro-batch by micro-batch, loss.backward()."""
-    pairs = _pairs()
-    order, micro_rows = pair_layout(len(pairs), world, 1, MICRO)
+def _mini_batch_gradients(model, rank, world, num_mini=1, num_pairs=PAIRS, dtype=torch.float32):
+    """verl's path on one rank: its chunk of the pair layout, split into ``num_mini`` mini-batches, each run
+    micro-batch by micro-batch with loss.backward(). Returns (gradient per mini-batch, loss metrics)."""
+    pairs = _pairs(num_pairs)
+    order, micro_rows = pair_layout(len(pairs), world, num_mini, MICRO)
+    norm = {pairs[index][0]: count for index, count in pairs_per_mini_batch(order, world, num_mini).items()}
     chunk = order[rank * len(order) // world : (rank + 1) * len(order) // world]
-    rows = [row for slot in chunk for row in _rows(pairs[slot] if slot is not None else (None,) * 7)]
-    assert len(rows) % micro_rows == 0
-    metrics = []
-    for start in range(0, len(rows), micro_rows):
-        micro = rows[start : start + micro_rows]
-        data = _micro_batch(micro, world, float(len(pairs)), dtype)
-        log_probs = torch.cat([model.sequence_log_probs(torch.cat([r[1], r[2]])).to(dtype) for r in micro])
-        loss, info = dpo_loss_fn({"log_probs": log_probs}, data, beta=BETA, nll_weight=NLL)
-        loss.backward()
-        metrics.append(info)
+    per_mini = len(chunk) // num_mini
+    gradients, metrics = [], []
+    for mini in range(num_mini):
+        model.zero_grad()
+        slots = chunk[mini * per_mini : (mini + 1) * per_mini]
+        rows = [row for slot in slots for row in _rows(pairs[slot] if slot is not None else (None,) * 7)]
+        assert len(rows) % micro_rows == 0
+        for start in range(0, len(rows), micro_rows):
+            micro = rows[start : start + micro_rows]
+            data = _micro_batch(micro, world, norm, dtype)
+            log_probs = torch.cat([model.sequence_log_probs(torch.cat([r[1], r[2]])).to(dtype) for r in micro])
+            loss, info = dpo_loss_fn({"log_probs": log_probs}, data, beta=BETA, nll_weight=NLL)
+            loss.backward()
+            metrics.append(info)
+        gradients.append([p.grad.clone() for p in model.parameters()])
+    return gradients, metrics
+
+
+def _accumulate_gradient(model, rank, world, dtype=torch.float32):
+    gradients, metrics = _mini_batch_gradients(model, rank, world, dtype=dtype)
+    for param, grad in zip(model.parameters(), gradients[0], strict=True):
+        param.grad = grad
     return metrics
 
 
-def _rank_main(rank, world, port, out_dir):
+def _rank_main(rank, world, port, out_dir, num_mini=1, num_pairs=PAIRS):
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
     dist.init_process_group("gloo", rank=rank, world_size=world)
     try:
-        model = TinyLM()
-        _accumulate_gradient(model, rank, world)
-        for param in model.parameters():  # FSDP/DDP: the gradient is averaged over the data-parallel ranks
-            dist.all_reduce(param.grad, op=dist.ReduceOp.SUM)
-            param.grad /= world
+        gradients, _ = _mini_batch_gradients(TinyLM(), rank, world, num_mini, num_pairs)
+        for grads in gradients:  # FSDP/DDP: each step's gradient is averaged over the data-parallel ranks
+            for grad in grads:
+                dist.all_reduce(grad, op=dist.ReduceOp.SUM)
+                grad /= world
         if rank == 0:
-            torch.save([p.grad for p in model.parameters()], os.path.join(out_dir, "grads.pt"))
+            torch.save(gradients, os.path.join(out_dir, "grads.pt"))
     finally:
         dist.destroy_process_group()
 
@@ -114,11 +131,11 @@ def _free_port() -> int:
         return sock.getsockname()[1]
 
 
-def _reference_gradient():
-    """The plain weighted mean over all pairs of −log σ(β·margin) + λ·NLL/|chosen|, on one process."""
+def _reference_gradient(pairs=None):
+    """The plain weighted mean over ``pairs`` (default: all) of −log σ(β·margin) + λ·NLL/|chosen|, on one process."""
     model = TinyLM()
     terms, weights = [], []
-    for _uid, prompt, chosen, rejected, ref_c, ref_r, weight in _pairs():
+    for _uid, prompt, chosen, rejected, ref_c, ref_r, weight in pairs or _pairs():
         pc = model.sequence_log_probs(torch.cat([prompt, chosen]))[len(prompt) - 1 : -1].sum()
         pr = model.sequence_log_probs(torch.cat([prompt, rejected]))[len(prompt) - 1 : -1].sum()
         margin = BETA * ((pc - ref_c.sum()) - (pr - ref_r.sum()))
@@ -136,10 +153,43 @@ def test_two_gloo_ranks_give_the_one_rank_gradient(tmp_path):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
     mp.start_processes(_rank_main, args=(2, _free_port(), str(tmp_path)), nprocs=2, join=True, start_method="spawn")
-    two_ranks = torch.load(tmp_path / "grads.pt")
+    (two_ranks,) = torch.load(tmp_path / "grads.pt")
     assert any(g.abs().sum() > 0 for g in two_ranks)
     for got, want in zip(two_ranks, single, strict=True):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def _mini_batch_pairs(num_pairs, world, num_mini):
+    """The pairs of each global mini-batch, as the layout deals them."""
+    pairs = _pairs(num_pairs)
+    order, _ = pair_layout(num_pairs, world, num_mini, MICRO)
+    per_slot = len(order) // (world * num_mini)
+    minis = [[] for _ in range(num_mini)]
+    for position, index in enumerate(order):
+        if index is not None:
+            minis[(position // per_slot) % num_mini].append(pairs[index])
+    return minis
+
+
+def test_several_mini_batches_each_step_is_the_mean_over_its_own_pairs():
+    """5 pairs in 3 mini-batches hold 2, 2 and 1 pairs: each optimizer step's gradient is the weighted mean
+    over its own pairs (a normaliser of 5/3 pairs per mini-batch would over- or under-weight each step)."""
+    minis = _mini_batch_pairs(5, 1, 3)
+    assert sorted(len(m) for m in minis) == [1, 2, 2]
+    gradients, _ = _mini_batch_gradients(TinyLM(), 0, 1, num_mini=3, num_pairs=5)
+    for got, pairs in zip(gradients, minis, strict=True):
+        for g, want in zip(got, _reference_gradient(pairs), strict=True):
+            torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-6)
+
+
+def test_two_gloo_ranks_and_two_mini_batches_each_step_is_the_mean_over_its_own_pairs(tmp_path):
+    minis = _mini_batch_pairs(5, 2, 2)
+    assert sorted(len(m) for m in minis) == [2, 3]
+    args = (2, _free_port(), str(tmp_path), 2, 5)
+    mp.start_processes(_rank_main, args=args, nprocs=2, join=True, start_method="spawn")
+    for got, pairs in zip(torch.load(tmp_path / "grads.pt"), minis, strict=True):
+        for g, want in zip(got, _reference_gradient(pairs), strict=True):
+            torch.testing.assert_close(g, want, rtol=1e-5, atol=1e-6)
 
 
 @pytest.mark.parametrize("pairs", [0, 1, 5, 6, 17, 64])
@@ -179,3 +229,13 @@ def test_loss_runs_in_bf16():
     (loss32, grads32), (loss16, grads16) = results[torch.float32], results[torch.bfloat16]
     assert math.isfinite(loss16) and loss16 == pytest.approx(loss32, rel=0.05)
     assert torch.nn.functional.cosine_similarity(grads16, grads32, dim=0) > 0.95
+
+
+def test_dpo_config_problems_name_every_missing_setting():
+    from coact_verl.losses import dpo_config_problems
+
+    good = {"ppo_micro_batch_size_per_gpu": 4, "shuffle": False, "use_dynamic_bsz": False, "use_kl_loss": True}
+    assert dpo_config_problems(good, {"n": 4}, feedback_pairs=False, oracle=False) == []
+    bad = {"ppo_micro_batch_size_per_gpu": 3, "shuffle": True, "use_kl_loss": False}
+    problems = dpo_config_problems(bad, {"n": 1, "calculate_log_probs": True}, feedback_pairs=True, oracle=False)
+    assert len(problems) == 6 and "got 3" in problems[0] and "got 1" in problems[3]

@@ -30,30 +30,37 @@ def test_label_idempotency_budget_and_no_gold(gold_service):
         again = c.post("/v1/queries", json=query_body(1)).json()
         assert again == first  # same key: stored result, not charged twice
         missing = c.post("/v1/queries", json={**query_body(1, key="nog"), "prompt_id": "unknown"}).json()
-        assert missing["status"] == "no_gold" and missing["label"] is None and missing["budget"]["spent"] == 1
+        # no_gold tells the caller whether a prompt has gold: it costs a label, once per key
+        assert missing["status"] == "no_gold" and missing["label"] is None and missing["budget"]["spent"] == 2
+        again = c.post("/v1/queries", json={**query_body(1, key="nog"), "prompt_id": "unknown"}).json()
+        assert again["status"] == "no_gold" and again["budget"]["spent"] == 2
         statuses = [c.post("/v1/queries", json=query_body(i)).json()["status"] for i in range(2, 8)]
-        assert statuses == ["labeled"] * 4 + ["over_budget"] * 2
+        assert statuses == ["labeled"] * 3 + ["over_budget"] * 3
         assert c.get("/v1/budget").json()["remaining"] == 0
         assert c.post("/v1/budget", json={"total": 100}).status_code == 403
     with gold_service.client(ADMIN) as admin:
         assert admin.post("/v1/budget", json={"total": 6}).json()["remaining"] == 1
         assert admin.post("/v1/gold", json={"unknown": "1001"}).json() == {"written": 1, "total": len(GOLD) + 1}
     with gold_service.client() as c:
-        assert c.post("/v1/queries", json=query_body(1, key="nog") | {"prompt_id": "unknown"}).json()["status"] == (
-            "labeled"
-        )
+        nog = c.post("/v1/queries", json=query_body(1, key="nog") | {"prompt_id": "unknown"}).json()
+        assert nog["status"] == "labeled" and nog["budget"]["spent"] == 5  # labelled under the no_gold charge
+        assert c.post("/v1/queries", json=query_body(5)).json()["status"] == "labeled"
         assert c.post("/v1/queries", json=query_body(6)).json()["status"] == "over_budget"
         labels = c.get("/v1/labels", params={"since_id": 0}).json()
-        assert [r["key"] for r in labels["labels"]] == ["k1", "k2", "k3", "k4", "k5", "nog"]
+        assert [r["key"] for r in labels["labels"]] == ["k1", "k2", "k3", "k4", "nog", "k5"]
         page = c.get("/v1/labels", params={"since_id": labels["labels"][3]["id"], "limit": 1}).json()
-        assert [r["key"] for r in page["labels"]] == ["k5"] and page["next_since_id"] == labels["labels"][4]["id"]
+        assert [r["key"] for r in page["labels"]] == ["nog"] and page["next_since_id"] == labels["labels"][4]["id"]
         assert all(str(1000 + i) not in str(c.get("/v1/budget").json()) for i in range(3))
     with gold_service.client(ADMIN) as admin:  # unbounded total, one label per training step
         assert admin.post("/v1/budget", json={"total": None, "per_step": 1}).json()["per_step"] == 1
         assert admin.post("/v1/budget", json={"total": None}).json()["per_step"] == 1  # omitted: kept
     with gold_service.client() as c:
+        assert c.post("/v1/runs/step", json={"step": 9}).json()["step"] == 9
         statuses = [c.post("/v1/queries", json=query_body(i, step=9)).json()["status"] for i in (20, 21)]
         assert statuses == ["labeled", "over_budget"]
+        # the step a query names does not open a new per-step allowance: the run's step (set by the driver) does
+        assert c.post("/v1/queries", json=query_body(22, step=10)).json()["status"] == "over_budget"
+        c.post("/v1/runs/step", json={"step": 10})
         assert c.post("/v1/queries", json=query_body(22, step=10)).json()["status"] == "labeled"
 
 
@@ -156,17 +163,20 @@ def test_annotators_never_see_gold_or_other_labels(service_factory):
 
 def test_fast_path_answers_like_the_route(service_factory):
     """The lean path for trainer queries and the FastAPI route give the same answers, errors included."""
-    fast = service_factory("--budget-total", "3", name="fast")
-    route = service_factory("--budget-total", "3", "--no-fast-path", name="route")
+    fast = service_factory("--budget-total", "4", name="fast")
+    route = service_factory("--budget-total", "4", "--no-fast-path", name="route")
     big = query_body(7, key="big")
-    big["candidates"] += [{"answer": str(i), "response": "x" * 150_000, "votes": 1} for i in range(20)]
-    # 3 MB: past the fast path's buffer, so it is replayed to the route
+    big["candidates"] += [{"answer": str(i), "response": "x" * 150_000, "votes": 1} for i in range(14)]
+    # 2 MB: past the fast path's buffer, so it is replayed to the route
+    over_cap = query_body(8, key="over-cap")  # 17 candidates: one more than the service's default cap
+    over_cap["candidates"] += [{"answer": str(i), "response": "r", "votes": 1} for i in range(15)]
     requests = [
         (TRAINER, query_body(1)),
         (TRAINER, query_body(1)),
         (ADMIN, query_body(2)),
         (TRAINER, {**query_body(3, key="nog"), "prompt_id": "nope"}),
         (TRAINER, big),
+        (TRAINER, over_cap),
         (TRAINER, query_body(4)),
         (TRAINER, query_body(5)),
         (TRAINER, {**query_body(6), "candidates": []}),
@@ -186,6 +196,9 @@ def test_fast_path_answers_like_the_route(service_factory):
         outcomes.append(seen)
     assert outcomes[0] == outcomes[1]
     codes = [o[0] for o in outcomes[0]]
-    assert codes == [200] * 7 + [422, 422, 401, 401, 422]
-    assert [o[2]["status"] for o in outcomes[0][:7]] == ["labeled", "labeled", "labeled", "no_gold", "labeled",
-                                                          "over_budget", "over_budget"]  # fmt: skip
+    assert codes == [200] * 5 + [422] + [200] * 2 + [422, 422, 401, 401, 422]
+    assert "at most 16" in outcomes[0][5][2]["detail"]
+    served = outcomes[0][:5] + outcomes[0][6:8]
+    assert [o[2]["status"] for o in served] == [
+        "labeled", "labeled", "labeled", "no_gold", "labeled", "over_budget", "over_budget",
+    ]  # fmt: skip

@@ -154,3 +154,27 @@ def test_load_gold_files(tmp_path):
         load_gold_file(bad)
     with pytest.raises(ValueError):
         load_gold_file(tmp_path / "g.csv")
+
+
+def test_backends_come_from_a_registry(monkeypatch):
+    """Built-in backends are registered by name (the names the trainer config accepts); a new one is registered
+    with a decorator and built by name; duplicate and unknown names are refused."""
+    from coact_verl.config import ORACLE_BACKENDS
+    from coact_verl.oracle import backends
+    from coact_verl.oracle.service.settings import OracleSettings
+
+    assert set(backends.BACKENDS) == set(ORACLE_BACKENDS) == set(backends.BACKEND_NAMES)
+    assert isinstance(backends.make_backend(OracleSettings(backend="gold")), GoldBackend)
+    assert isinstance(backends.make_backend(OracleSettings(backend="human")), HumanBackend)
+    monkeypatch.setattr(backends, "BACKENDS", dict(backends.BACKENDS))
+
+    @backends.register_backend("always_right")
+    def always_right(settings):
+        return GoldBackend(equivalent=lambda answer, reference: True)
+
+    built = backends.make_backend(OracleSettings(backend="always_right"))
+    assert isinstance(built, GoldBackend) and built.label_now(_query(["1", "2"])).correct == (True, True)
+    with pytest.raises(ValueError, match="already registered"):
+        backends.register_backend("gold")(always_right)
+    with pytest.raises(ValueError, match="unknown oracle backend 'nope'"):
+        backends.make_backend(OracleSettings(backend="nope"))

@@ -221,10 +221,11 @@ def trainer_side(monkeypatch):
         stop_local_service(proc)
 
 
-def _job_config(tmp_path, **oracle):
+def _job_config(tmp_path, experiment="exp", **oracle):
     from omegaconf import OmegaConf
 
-    trainer = {"nnodes": oracle.pop("nnodes", 1), "default_local_dir": str(tmp_path / "ckpt"), "resume_mode": "auto"}
+    trainer = {"nnodes": oracle.pop("nnodes", 1), "default_local_dir": str(tmp_path / "ckpt"), "resume_mode": "auto",
+               "project_name": "proj", "experiment_name": experiment}  # fmt: skip
     oracle_section = {"url": None, "token": None, "db_path": None, "gold_path": None, "budget_total": None, **oracle}
     return OmegaConf.create({"trainer": trainer, "coact": {"oracle": oracle_section}})
 
@@ -260,7 +261,7 @@ def test_local_service_has_a_random_token_and_a_database_per_run(trainer_side, t
     url = trainer_side.ensure_oracle_service(config)
     token, db = config.coact.oracle.token, tmp_path / "ckpt" / "oracle.sqlite"
     assert token and token != "coact-trainer" and config.coact.oracle.db_path == str(db) and db.exists()
-    with SyncOracleClient(url, token) as client:
+    with SyncOracleClient(url, token, run_id=config.coact.oracle.run_id) as client:
         assert client.query(**query_body(1)).status == "labeled"
     again = _job_config(tmp_path, gold_path=str(gold_file), budget_total=3)
     trainer_side.ensure_oracle_service(again)
@@ -270,7 +271,8 @@ def test_local_service_has_a_random_token_and_a_database_per_run(trainer_side, t
     # a fresh run (no checkpoint in the run's folder) sets the old database aside: nothing is inherited
     trainer_side._checked.clear()
     fresh = _job_config(tmp_path, gold_path=str(gold_file), budget_total=3)
-    with SyncOracleClient(trainer_side.ensure_oracle_service(fresh), fresh.coact.oracle.token) as client:
+    url = trainer_side.ensure_oracle_service(fresh)
+    with SyncOracleClient(url, fresh.coact.oracle.token, run_id=fresh.coact.oracle.run_id) as client:
         assert client.budget()["spent"] == 0 and client.labels()["labels"] == []
     assert len(list((tmp_path / "ckpt").glob("oracle.*.sqlite"))) >= 1
     stop_local_service(trainer_side._started.pop())
@@ -279,10 +281,38 @@ def test_local_service_has_a_random_token_and_a_database_per_run(trainer_side, t
     (tmp_path / "ckpt" / "latest_checkpointed_iteration.txt").write_text("1")
     resumed = _job_config(tmp_path, gold_path=str(gold_file), budget_total=3)
     resumed_url = trainer_side.ensure_oracle_service(resumed)
-    with SyncOracleClient(resumed_url, resumed.coact.oracle.token) as client:
+    with SyncOracleClient(resumed_url, resumed.coact.oracle.token, run_id=resumed.coact.oracle.run_id) as client:
         assert client.query(**query_body(2)).status == "labeled"
     trainer_side._checked.clear()
     stop_local_service(trainer_side._started.pop())
     again = _job_config(tmp_path, gold_path=str(gold_file), budget_total=3)
-    with SyncOracleClient(trainer_side.ensure_oracle_service(again), again.coact.oracle.token) as client:
+    url = trainer_side.ensure_oracle_service(again)
+    with SyncOracleClient(url, again.coact.oracle.token, run_id=again.coact.oracle.run_id) as client:
         assert client.budget()["spent"] == 1 and [r["key"] for r in client.labels()["labels"]] == ["k2"]
+
+
+def test_two_jobs_against_one_service_each_get_their_own_run(trainer_side, service_factory, tmp_path):
+    """Two trainers (experiments a and b) against one service: their own runs, budgets and labels; a fresh start of
+    a opens a new run, a resumed a (a checkpoint in its folder) continues it."""
+    svc = service_factory("--budget-total", "2")
+    jobs = {name: _job_config(tmp_path / name, experiment=name, url=svc.url, token=TRAINER) for name in "ab"}
+    for job in jobs.values():
+        assert trainer_side.ensure_oracle_service(job) == svc.url
+    run_a, run_b = (jobs[name].coact.oracle.run_id for name in "ab")
+    assert run_a and run_b and run_a != run_b
+    with SyncOracleClient(svc.url, TRAINER, run_id=run_a) as a, SyncOracleClient(svc.url, TRAINER, run_id=run_b) as b:
+        assert [a.query(**query_body(i)).status for i in (1, 2, 3)] == ["labeled", "labeled", "over_budget"]
+        assert b.query(**query_body(1)).status == "labeled" and b.budget()["spent"] == 1
+        assert [r["key"] for r in b.labels()["labels"]] == ["k1"]
+    trainer_side._checked.clear()  # a new trainer process of job a, started fresh
+    fresh = _job_config(tmp_path / "a", experiment="a", url=svc.url, token=TRAINER)
+    trainer_side.ensure_oracle_service(fresh)
+    assert fresh.coact.oracle.run_id not in (run_a, run_b)
+    with SyncOracleClient(svc.url, TRAINER, run_id=fresh.coact.oracle.run_id) as client:
+        assert client.budget()["spent"] == 0 and client.labels()["labels"] == []
+    trainer_side._checked.clear()  # and once more, now resuming from a checkpoint
+    (tmp_path / "a" / "ckpt").mkdir(parents=True, exist_ok=True)
+    (tmp_path / "a" / "ckpt" / "latest_checkpointed_iteration.txt").write_text("1")
+    resumed = _job_config(tmp_path / "a", experiment="a", url=svc.url, token=TRAINER)
+    trainer_side.ensure_oracle_service(resumed)
+    assert resumed.coact.oracle.run_id == fresh.coact.oracle.run_id

@@ -131,8 +131,9 @@ def test_auth_is_checked_before_the_body_is_read(svc):
         assert (status, path) == (expected, path) and took < 2.0, (token, path, status, took)
 
 
-def test_slow_bodies_time_out_and_huge_headers_are_refused(service_factory):
-    svc = service_factory("--body-timeout", "1")
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_slow_bodies_time_out_and_huge_headers_are_refused(service_factory, http):
+    svc = service_factory("--body-timeout", "1", "--http", http)
     status, took = _raw_request(svc.url, _head("POST", "/v1/queries", 10_000_000, TRAINER), b"0123456789")
     assert status == 408 and 0.9 < took < 4.0, (status, took)
     status, _ = _raw_request(svc.url, _head("POST", "/v1/queries", 2, TRAINER, "X-Big: " + "a" * 200_000 + "\r\n"))
@@ -379,9 +380,11 @@ def test_candidate_texts_are_stored_once(tmp_path):
     store.close()
 
 
-def test_request_heads_have_a_deadline_and_a_size_bound(service_factory):
-    """A head trickled byte by byte, an idle connection and a 20 MB header: 408/431 and closed, not held open."""
-    svc = service_factory("--head-timeout", "1")
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+def test_request_heads_have_a_deadline_and_a_size_bound(service_factory, http):
+    """A head trickled byte by byte, an idle connection and a 20 MB header: 408/431 and closed, not held open, with
+    either HTTP parser."""
+    svc = service_factory("--head-timeout", "1", "--http", http)
     host, port = svc.url.removeprefix("http://").split(":")
     for opening in (b"", b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: "):
         started = time.monotonic()
@@ -389,6 +392,24 @@ def test_request_heads_have_a_deadline_and_a_size_bound(service_factory):
             sock.sendall(opening)
             data = sock.recv(4096)
         assert data.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5, data
+    # slowloris: a byte every 0.3 s keeps the connection busy but never completes the head
+    started, data = time.monotonic(), b""
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        try:
+            for byte in b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: abcdefghijklmnopqrstuvwxyz":
+                sock.sendall(bytes([byte]))
+                time.sleep(0.3)
+                sock.setblocking(False)
+                try:
+                    data = sock.recv(4096)
+                except BlockingIOError:
+                    pass
+                sock.setblocking(True)
+                if data:
+                    break
+        except (BrokenPipeError, ConnectionResetError):
+            pass
+    assert data.startswith(b"HTTP/1.1 408") and time.monotonic() - started < 5, data
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ")
         sent, answer = 0, b""

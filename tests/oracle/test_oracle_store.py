@@ -34,12 +34,18 @@ def test_reserve_is_idempotent_and_charges_once(tmp_path):
     assert store.conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
 
 
-def test_no_gold_and_over_budget_are_not_charged_and_are_retried(tmp_path):
+def test_no_gold_is_charged_once_and_over_budget_is_not(tmp_path):
+    """``no_gold`` says whether a prompt has gold: it costs a label, once per key; the key sent again after gold
+    arrived is labelled under that charge. ``over_budget`` says nothing and costs nothing."""
     store = Store(str(tmp_path / "s.sqlite"))
     store.set_budget(1)
+    missing = store.reserve(_q("x", "nogold"), needs_gold=True, initial="labeling")
+    assert missing.status == "no_gold" and missing.fresh and store.budget().spent == 1
     assert store.reserve(_q("x", "nogold"), needs_gold=True, initial="labeling").status == "no_gold"
+    assert store.budget().spent == 1
     store.put_gold({"p1": "1", "nogold": "5"})
-    assert store.reserve(_q("x", "nogold"), needs_gold=True, initial="labeling").status == "labeling"
+    paid = store.reserve(_q("x", "nogold"), needs_gold=True, initial="labeling")
+    assert paid.status == "labeling" and not paid.fresh and store.budget().spent == 1
     over = store.reserve(_q("y"), needs_gold=True, initial="labeling")
     assert over.status == "over_budget" and over.budget.remaining == 0 and store.budget().spent == 1
     store.set_budget(2)
@@ -47,9 +53,15 @@ def test_no_gold_and_over_budget_are_not_charged_and_are_retried(tmp_path):
 
 
 def test_per_step_budget(tmp_path):
+    """The per-step cap counts what the run's current step (moved by the trainer's driver) was charged, whatever
+    step the queries name."""
     store = Store(str(tmp_path / "s.sqlite"))
     store.set_budget(None, per_step=2)
-    statuses = [store.reserve(_q(f"k{i}", step=i // 3), needs_gold=False, initial="pending").status for i in range(6)]
+    statuses = []
+    for i in range(6):
+        if i % 3 == 0:
+            store.set_step(1, i // 3)
+        statuses.append(store.reserve(_q(f"k{i}", step=i), needs_gold=False, initial="pending").status)
     assert statuses == ["pending", "pending", "over_budget"] * 2
     assert store.budget().spent == 4 and store.budget().remaining is None
 
@@ -122,7 +134,7 @@ def test_reserve_many_is_reserve_in_order_in_one_transaction(tmp_path):
     trace of its query, and the batch is one transaction."""
     store = Store(str(tmp_path / "s.sqlite"))
     store.put_gold({"p1": "1"})
-    store.set_budget(3)
+    store.set_budget(4)
 
     def labeller(query):
         if query.key == "bad":
@@ -135,10 +147,10 @@ def test_reserve_many_is_reserve_in_order_in_one_transaction(tmp_path):
         "labeled", "labeled", "error", "labeled", "no_gold", "labeled", "over_budget",
     ]  # fmt: skip
     assert isinstance(out[2], BackendError) and "judge down" in str(out[2])
-    assert [r.fresh for r in out if not isinstance(r, BackendError)] == [True, False, True, False, True, False]
+    assert [r.fresh for r in out if not isinstance(r, BackendError)] == [True, False, True, True, True, False]
     assert out[1].query.query_id == out[0].query.query_id and out[1].label == _label()
-    assert [r.budget.spent for r in (out[0], out[3], out[5], out[6])] == [1, 2, 3, 3]
-    assert store.budget().spent == 3 and store.status(out[0].query.query_id) == "labeled"
+    assert [r.budget.spent for r in (out[0], out[3], out[4], out[5], out[6])] == [1, 2, 3, 4, 4]
+    assert store.budget().spent == 4 and store.status(out[0].query.query_id) == "labeled"
     keys = [row[0] for row in store.conn.execute("SELECT key FROM queries ORDER BY id")]
     assert keys == ["a", "b", "nogold", "c", "d"]  # "bad" was never written
     # One transaction: a query that cannot be stored (a lone surrogate is not UTF-8) rolls the whole batch back.
@@ -147,7 +159,7 @@ def test_reserve_many_is_reserve_in_order_in_one_transaction(tmp_path):
     with pytest.raises(UnicodeEncodeError):
         store.reserve_many([_q("e"), unstorable], needs_gold=True, initial="labeling", labeller=labeller)
     assert store.conn.execute("SELECT COUNT(*) FROM queries WHERE key IN ('e', 'f')").fetchone()[0] == 0
-    assert store.budget().spent == 3
+    assert store.budget().spent == 4
 
 
 def test_background_checkpoints_keep_the_wal_small_under_steady_writes(tmp_path):

@@ -11,7 +11,6 @@ import pytest
 
 from coact_verl.config import ConsistencyConfig, GenerationConfig
 from coact_verl.consistency import AnswerClusterer, compute_group_stats, stats_from_clusters
-from coact_verl.data.prepare import prompt_id
 from coact_verl.pool import (
     GENERATED_SOURCE,
     REJECT_REASONS,
@@ -25,6 +24,7 @@ from coact_verl.pool import (
     parse_generated_question,
     run_generation_round,
 )
+from coact_verl.tasks import prompt_id
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -307,11 +307,12 @@ async def test_round_admits_exactly_the_almost_solved_questions(clusterer):
     assert all(r["extra_info"]["provenance"] == "generated" for r in rows)
 
     metrics = result.metrics()
-    assert metrics["gen/generated"] == 13 and metrics["gen/admitted"] == 3 and metrics["gen/parsed"] == 6
-    assert metrics["gen/admission_rate"] == pytest.approx(3 / 13)
-    assert {f"gen/rejected_{r}" for r in REJECT_REASONS} <= set(metrics)
-    assert metrics["gen/rejected_duplicate"] == 2 and metrics["gen/rejected_too_long"] == 1
-    assert metrics["gen/agreement_mean"] == pytest.approx((6 + 5 + 8 + 4 + 0 + 7) / 8 / 6)
+    assert metrics["coact/gen/generated"] == 13 and metrics["coact/gen/admitted"] == 3
+    assert metrics["coact/gen/parsed"] == 6
+    assert metrics["coact/gen/admission_rate"] == pytest.approx(3 / 13)
+    assert {f"coact/gen/rejected_{r}" for r in REJECT_REASONS} <= set(metrics)
+    assert metrics["coact/gen/rejected_duplicate"] == 2 and metrics["coact/gen/rejected_too_long"] == 1
+    assert metrics["coact/gen/agreement_mean"] == pytest.approx((6 + 5 + 8 + 4 + 0 + 7) / 8 / 6)
 
 
 async def test_a_second_round_rejects_what_the_first_admitted(clusterer):
@@ -348,7 +349,7 @@ async def test_no_seeds_means_no_round(clusterer):
         pool, GenerationConfig(), "gsm8k", 0, must_not_be_called, must_not_be_called, clusterer
     )
     assert (result.generated, result.admitted, result.seeds_available) == (0, 0, 0)
-    assert result.metrics()["gen/admission_rate"] == 0.0
+    assert result.metrics()["coact/gen/admission_rate"] == 0.0
 
 
 async def test_callables_must_return_one_item_per_input(clusterer):
@@ -417,7 +418,7 @@ async def test_questions_too_long_for_the_rollout_are_rejected_not_raised(cluste
     assert dict(result.rejected) == {"prompt_too_long": 1}
     assert answerer.calls[-1] == [fresh[0]]
     metrics = result.metrics()
-    assert metrics["gen/rejected_prompt_too_long"] == 1 and metrics["gen/rejected_too_long"] == 0
+    assert metrics["coact/gen/rejected_prompt_too_long"] == 1 and metrics["coact/gen/rejected_too_long"] == 0
 
     with pytest.raises(ValueError, match="max_prompt_tokens"):
         await run_generation_round(pool, config, "gsm8k", 1, writer, answerer, clusterer, max_prompt_tokens=100)

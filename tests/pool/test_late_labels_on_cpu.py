@@ -33,7 +33,7 @@ def test_late_labels_are_queued_in_step_labels_are_not():
     (entry,) = list(pool)
     assert (entry.provenance, entry.label, entry.label_source, entry.label_step) == ("oracle", "18", "oracle", 3)
     assert entry.question == "Q? (p-human)" and entry.majority_correct is False and not entry.is_seed
-    assert pool.metrics()["pool/late_labels"] == 1.0
+    assert pool.metrics()["coact/pool/late_labels"] == 1.0
     (row,) = pool.take_for_training(4)
     assert row["extra_info"]["coact_label"] == "18" and row["extra_info"]["coact_label_source"] == "oracle"
     assert row["extra_info"]["provenance"] == "oracle"

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-import coact_verl.pool.pool as pool_module
+import coact_verl.state_file as state_file_module
 from coact_verl.config import GenerationConfig
-from coact_verl.data.prepare import prompt_id
 from coact_verl.pool import GENERATED_SOURCE, TASK_INSTRUCTIONS, PoolEntry, PromptPool
+from coact_verl.tasks import prompt_id
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
@@ -61,8 +61,8 @@ def test_add_rejects_duplicates_with_a_counted_reason():
     assert pool.rejected == {"exact": 2, "near": 1}
     assert len(pool) == 10
     metrics = pool.metrics()
-    assert metrics["pool/duplicates_rejected"] == 3.0
-    assert metrics["pool/duplicates_exact"] == 2.0 and metrics["pool/duplicates_near"] == 1.0
+    assert metrics["coact/pool/duplicates_rejected"] == 3.0
+    assert metrics["coact/pool/duplicates_exact"] == 2.0 and metrics["coact/pool/duplicates_near"] == 1.0
 
 
 def test_add_validates_its_arguments():
@@ -103,7 +103,7 @@ def test_late_labels_are_queued_and_unknown_prompts_added():
     assert new.provenance == "oracle" and new.prompt_id == prompt_id("coact/oracle", question)
     same = pool.add_oracle_label("y", "26", step=7, question=question.upper(), task="gsm8k")  # same text, new id
     assert same is new and new.label == "26"
-    assert pool.queued == 2 and pool.metrics()["pool/late_labels"] == 3.0
+    assert pool.queued == 2 and pool.metrics()["coact/pool/late_labels"] == 3.0
     rows = pool.take_for_training(10)
     assert [r["extra_info"]["prompt_id"] for r in rows] == [ids[1], new.prompt_id]
     assert pool.take_for_training(10) == []
@@ -138,7 +138,7 @@ def test_take_for_training_is_fifo_once_each_with_verl_rows():
     assert [r["extra_info"]["question"] for r in pool.take_for_training(5)] == questions[2:]
     assert pool.take_for_training(5) == []
     assert [pool.get(r["extra_info"]["prompt_id"]).times_served for r in first] == [1, 1]
-    assert pool.metrics()["pool/served"] == 3.0
+    assert pool.metrics()["coact/pool/served"] == 3.0
     with pytest.raises(ValueError):
         pool.take_for_training(-1)
 
@@ -160,14 +160,14 @@ def test_metrics_and_counts():
     pool = busy_pool()
     metrics = pool.metrics()
     counts = pool.counts()
-    assert metrics["pool/size"] == len(pool) == sum(counts.values())
+    assert metrics["coact/pool/size"] == len(pool) == sum(counts.values())
     for provenance, count in counts.items():
-        assert metrics[f"pool/size_{provenance}"] == count
+        assert metrics[f"coact/pool/size_{provenance}"] == count
     assert counts == {"dataset": 50, "oracle": 31, "generated": 20}
-    assert metrics["pool/seeds"] == 31 - 6  # every fifth labelled prompt had a wrong majority
-    assert metrics["pool/queued"] == pool.queued == 8 + 1 + 20 - 5
-    assert metrics["pool/duplicates_rejected"] == 2.0
-    assert metrics["pool/served"] == 10.0
+    assert metrics["coact/pool/seeds"] == 31 - 6  # every fifth labelled prompt had a wrong majority
+    assert metrics["coact/pool/queued"] == pool.queued == 8 + 1 + 20 - 5
+    assert metrics["coact/pool/duplicates_rejected"] == 2.0
+    assert metrics["coact/pool/served"] == 10.0
 
 
 def test_state_round_trip_is_exact_and_rng_continues():
@@ -221,7 +221,7 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
             self.handle.flush()
             raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(pool_module.os, "fdopen", HalfWriter)
+    monkeypatch.setattr(state_file_module.os, "fdopen", HalfWriter)
     with pytest.raises(OSError, match="No space"):
         pool.save(path)
     monkeypatch.undo()
@@ -232,7 +232,7 @@ def test_a_failed_save_leaves_the_previous_file_intact(tmp_path, monkeypatch):
     def no_rename(src, dst):
         raise OSError("interrupted")
 
-    monkeypatch.setattr(pool_module.os, "replace", no_rename)
+    monkeypatch.setattr(state_file_module.os, "replace", no_rename)
     with pytest.raises(OSError, match="interrupted"):
         pool.save(path)
     assert path.read_bytes() == before and os.listdir(tmp_path) == ["pool.json"]

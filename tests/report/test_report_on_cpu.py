@@ -142,3 +142,25 @@ def test_label_efficiency_mean_and_std_over_seeds():
 def test_calibration_points_group_by_agreement():
     points = calibration_points([1.0, 0.5, 0.5, 1.0, 0.25], [True, False, True, True, False])
     assert [(p.agreement, p.count, p.accuracy) for p in points] == [(0.25, 1, 0.0), (0.5, 2, 0.5), (1.0, 2, 1.0)]
+
+
+def test_per_kind_accuracy_of_a_study_is_drawn(tmp_path):
+    from coact_verl.report.study import final_kind_accuracy
+
+    _write_jsonl(tmp_path / "run" / "metrics.jsonl", _coact_run(2))
+    runs = []
+    for arm, trap in (("full_gold", [0.9, 0.7]), ("self_only", [0.0, 0.0])):
+        for seed, final in enumerate(trap):
+            points = [
+                {"step": 0, "labels_used": 0, "accuracy": 0.5, "per_kind": {"add": 1.0, "compare": 0.0}},
+                {"step": 4, "labels_used": 32 * seed, "accuracy": 0.6, "per_kind": {"add": 1.0, "compare": final}},
+            ]
+            runs.append({"arm": arm, "seed": seed, "points": points})
+    (tmp_path / "label_efficiency.json").write_text(json.dumps({"runs": runs}))
+    cells = {(c.arm, c.kind): c for c in final_kind_accuracy(tmp_path / "label_efficiency.json")}
+    assert cells[("full_gold", "compare")].mean == pytest.approx(0.8)
+    assert cells[("full_gold", "compare")].std == pytest.approx(0.1)
+    assert cells[("self_only", "add")].seeds == 2
+    assert main(["report", str(tmp_path)]) == 0
+    _assert_png(tmp_path / "report" / "label_efficiency_kinds.png")
+    assert "](label_efficiency_kinds.png)" in (tmp_path / "report" / "report.md").read_text()

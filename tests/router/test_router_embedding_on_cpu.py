@@ -62,7 +62,7 @@ def test_minilm_embeds_paraphrases_closer_than_unrelated_text(monkeypatch):
 
 def test_embedder_is_selected_from_the_config(monkeypatch):
     from coact_verl.config import CoActConfig
-    from coact_verl.labeling import GroupLabeler
+    from coact_verl.group.labeler import GroupLabeler
     from coact_verl.router import make_embedder
 
     assert isinstance(make_embedder("hashing"), HashingEmbedder)

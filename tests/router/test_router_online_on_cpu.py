@@ -103,13 +103,14 @@ def test_metrics_fractions_and_reset():
     router = Router(RouterConfig(spot_check_rate=1.0))
     router.route_step([GroupView(a) for a in (0.125, 0.25, 0.375, 0.5, 0.75, 1.0, 1.0, 1.0)], budget=3)
     m = router.metrics()
-    assert m["router/groups"] == 8
-    assert m["router/oracle_frac/spot_check"] == 3 / 8  # the three unanimous groups took the whole budget
-    assert m["router/drop_frac"] == 3 / 8 and m["router/self_frac"] == 2 / 8
-    oracle_parts = sum(v for k, v in m.items() if k.startswith("router/oracle_frac/"))
-    assert oracle_parts == pytest.approx(m["router/oracle_frac"])
-    assert m["router/self_frac"] + m["router/oracle_frac"] + m["router/drop_frac"] == pytest.approx(1.0)
-    assert router.metrics()["router/groups"] == 0  # reset by the previous call
+    assert m["coact/router/groups"] == 8
+    assert m["coact/router/oracle_frac/spot_check"] == 3 / 8  # the three unanimous groups took the whole budget
+    assert m["coact/router/drop_frac"] == 3 / 8 and m["coact/router/self_frac"] == 2 / 8
+    oracle_parts = sum(v for k, v in m.items() if k.startswith("coact/router/oracle_frac/"))
+    assert oracle_parts == pytest.approx(m["coact/router/oracle_frac"])
+    fractions = m["coact/router/self_frac"] + m["coact/router/oracle_frac"] + m["coact/router/drop_frac"]
+    assert fractions == pytest.approx(1.0)
+    assert router.metrics()["coact/router/groups"] == 0  # reset by the previous call
     assert router.oracle_used_total == 3
 
 

@@ -24,7 +24,8 @@ class Candidate:
 
 @dataclass(frozen=True)
 class LabelQuery:
-    """A labelling request as the backend sees it (``gold`` is filled in by the service, never by callers)."""
+    """A labelling request as the backend sees it (``gold`` is filled in by the service, never by callers;
+    ``run_id`` is the service's run namespace the query is charged to)."""
 
     query_id: int
     key: str
@@ -34,6 +35,7 @@ class LabelQuery:
     step: int
     candidates: Sequence[Candidate]
     gold: str | None = None
+    run_id: int = 1
 
 
 @dataclass(frozen=True)

@@ -8,7 +8,6 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
-from typing import Any
 
 from coact_verl.oracle.backends.base import LabelQuery
 
@@ -19,14 +18,13 @@ def token_hash(token: str) -> str:
 
 
 class AnnotatorOps:
-    """Needs ``conn``, ``_tx()``, ``_query(conn, id)``, ``_budget(conn)`` and ``_charge(...)`` from the store it is
+    """Needs ``conn``, ``_tx()``, ``_query(conn, id)`` and ``_refund(conn, id)`` from the store it is
     mixed into."""
 
     conn: sqlite3.Connection
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _query: Callable[[sqlite3.Connection, int], LabelQuery]
-    _budget: Callable[[sqlite3.Connection], Any]
-    _charge: Callable[[sqlite3.Connection, int, int, bool], None]
+    _refund: Callable[[sqlite3.Connection, int], None]
 
     def create_annotator(self, name: str) -> tuple[int, str]:
         """Create an annotator; returns (id, bearer token). Only the token's hash is stored."""
@@ -89,14 +87,13 @@ class AnnotatorOps:
         cutoff = time.time() - ttl_s
         with self._tx() as conn:
             rows = conn.execute(
-                "SELECT id, step FROM queries WHERE status = 'pending' AND created_at < ?", (cutoff,)
+                "SELECT id FROM queries WHERE status = 'pending' AND created_at < ?", (cutoff,)
             ).fetchall()
-            per_step = self._budget(conn).per_step is not None
-            for query_id, step in rows:
+            for (query_id,) in rows:
+                self._refund(conn, query_id)
                 conn.execute(
                     "UPDATE queries SET status = 'failed', charged = 0, assigned_to = NULL WHERE id = ?", (query_id,)
                 )
-                self._charge(conn, step, -1, per_step)
             return len(rows)
 
     def leased_task(self, query_id: int, annotator_id: int) -> LabelQuery | None:

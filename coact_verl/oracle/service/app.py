@@ -25,10 +25,10 @@ from coact_verl.oracle.service.guard import Guard
 from coact_verl.oracle.service.process import SUPERVISOR_PID_ENV, die_with_parent
 from coact_verl.oracle.service.quality import AnnotatorQuality
 from coact_verl.oracle.service.routes import admin, annotate, budget, feedback, health, queries, runs, tasks
+from coact_verl.oracle.service.schemas import API_VERSION
 from coact_verl.oracle.service.settings import OracleSettings
 
 log = logging.getLogger("coact_verl.oracle")
-API_VERSION = "1.0.0"
 MAX_BODY_BYTES = 16 * 2**20
 _AUTH_RESPONSES = {"401": {"description": "missing or unknown token"}, "403": {"description": "wrong role"}}
 
@@ -51,7 +51,12 @@ def create_app(settings: OracleSettings) -> FastAPI:
         apply_start_settings(store, settings)
         backend = make_backend(settings)
         core = OracleCore(
-            store, backend, db_threads=settings.db_threads, lease_s=settings.lease_s, commit_batch=settings.commit_batch
+            store,
+            backend,
+            db_threads=settings.db_threads,
+            lease_s=settings.lease_s,
+            commit_batch=settings.commit_batch,
+            max_candidates=settings.max_candidates,
         )
         app.state.settings, app.state.store, app.state.core = settings, store, core
         app.state.auth = TokenAuth(store, settings.admin_token, settings.trainer_token)

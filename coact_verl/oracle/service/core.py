@@ -13,7 +13,16 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from coact_verl.oracle.backends import Backend, BackendError, Candidate, LabelQuery, LabelResult
-from coact_verl.oracle.service.db import Budget, KeyConflict, Reservation, Store, check_label
+from coact_verl.oracle.service.db import (
+    DEFAULT_RUN,
+    Budget,
+    CandidateLimit,
+    KeyConflict,
+    Reservation,
+    RunNotFound,
+    Store,
+    check_label,
+)
 from coact_verl.oracle.service.group_commit import GroupCommit
 from coact_verl.oracle.service.schemas import BudgetOut, LabelOut, QueryIn, QueryOut
 
@@ -47,6 +56,7 @@ class OracleCore:
             the database lock would stall every request).
         lease_s: how long a human task stays with the annotator who fetched it, in seconds.
         commit_batch: most reservations, or labels, written in one transaction (see :class:`GroupCommit`).
+        max_candidates: most candidates per query in a run that sets no cap of its own (422 beyond).
     """
 
     def __init__(
@@ -56,8 +66,10 @@ class OracleCore:
         db_threads: bool = True,
         lease_s: float = 600.0,
         commit_batch: int = 256,
+        max_candidates: int | None = None,
     ) -> None:
         self.store, self.backend, self._threads, self.lease_s = store, backend, db_threads, lease_s
+        self.max_candidates = max_candidates
         self._background: set[asyncio.Task[Any]] = set()
         self.metrics: collections.Counter[str] = collections.Counter()
         self._inflight: dict[int, asyncio.Future[LabelResult | None]] = {}
@@ -65,7 +77,11 @@ class OracleCore:
         labeller = getattr(backend, "label_now", None) if getattr(backend, "inline", False) else None
         initial = "labeling" if backend.automatic else "pending"
         reserve_many = functools.partial(
-            store.reserve_many, needs_gold=backend.needs_gold, initial=initial, labeller=labeller
+            store.reserve_many,
+            needs_gold=backend.needs_gold,
+            initial=initial,
+            labeller=labeller,
+            max_candidates=max_candidates,
         )
         self._reservations: GroupCommit[LabelQuery, Reservation] = GroupCommit(reserve_many, self.db, commit_batch)
         # Labels from backends that answer outside the charging transaction are stored in batches too.
@@ -95,8 +111,9 @@ class OracleCore:
                     "database call %s took %.1f s (locked by another process or slow disk?)", _name(fn), elapsed
                 )
 
-    async def submit(self, body: QueryIn) -> QueryOut:
-        """Charge and label one query, idempotently by key."""
+    async def submit(self, body: QueryIn, run_id: int = DEFAULT_RUN) -> QueryOut:
+        """Charge and label one query of run ``run_id``, idempotently by key (raises :class:`KeyConflict`,
+        :class:`RunNotFound` or :class:`CandidateLimit` for requests that cannot be served as sent)."""
         query = LabelQuery(
             query_id=0,
             key=body.key,
@@ -105,15 +122,17 @@ class OracleCore:
             task=body.task,
             step=body.step,
             candidates=tuple(Candidate(c.answer, c.response, c.votes) for c in body.candidates),
+            run_id=run_id,
         )
         for _ in range(3):
             try:
                 res = await self._reservations.submit(query)
-            except KeyConflict:
+            except (KeyConflict, RunNotFound, CandidateLimit):
                 raise
             except BackendError as exc:  # the transaction rolled back: nothing charged, nothing stored
                 log.warning("labelling %s failed: %s", query.key, exc)
-                return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(self.store.budget()))
+                budget = await self.db(self.store.budget, run_id)
+                return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(budget))
             if res.status != "labeling":
                 return self._out(res, res.status, res.label)
             label = await self._label_once(res.query)
@@ -121,7 +140,7 @@ class OracleCore:
                 return self._out(res, "labeled", label)
             if await self.db(self.store.status, res.query.query_id) != "failed":
                 continue  # lost a race with a refund; reserve again
-            refunded = dataclasses.replace(res, budget=await self.db(self.store.budget))
+            refunded = dataclasses.replace(res, budget=await self.db(self.store.budget, run_id))
             return self._out(refunded, "failed", None)
         raise RuntimeError("query state kept changing; try again")
 

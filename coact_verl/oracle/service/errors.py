@@ -16,7 +16,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from coact_verl.oracle.service.comparison_store import UnknownTicket, VoteConflict
-from coact_verl.oracle.service.db import KeyConflict
+from coact_verl.oracle.service.db import CandidateLimit, KeyConflict, RunNotFound
 
 MAX_ECHO_CHARS = 200  # per echoed string
 MAX_ECHO_ITEMS = 10  # per echoed list or object
@@ -66,7 +66,8 @@ def validation_errors(errors: Any) -> list[dict[str, Any]]:
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """422 for invalid requests, 409 for a key reused with another body, 404 for a ticket not leased."""
+    """422 for invalid requests and over-cap candidate lists, 409 for a key reused with another body, 404 for a
+    ticket not leased or an unknown run."""
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
@@ -74,15 +75,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(KeyConflict)
     async def key_conflict(request: Request, exc: KeyConflict) -> JSONResponse:
+        _count(request, "key_conflicts_total")
         return JSONResponse({"detail": safe_text(str(exc))}, status_code=409)
 
     @app.exception_handler(VoteConflict)
     async def vote_conflict(request: Request, exc: VoteConflict) -> JSONResponse:
         return JSONResponse({"detail": safe_text(str(exc))}, status_code=409)
 
+    @app.exception_handler(RunNotFound)
+    async def unknown_run(request: Request, exc: RunNotFound) -> JSONResponse:
+        _count(request, "unknown_run_total")
+        return JSONResponse({"detail": safe_text(str(exc))}, status_code=404)
+
+    @app.exception_handler(CandidateLimit)
+    async def too_many_candidates(request: Request, exc: CandidateLimit) -> JSONResponse:
+        _count(request, "over_candidate_cap_total")
+        return JSONResponse({"detail": safe_text(str(exc))}, status_code=422)
+
     @app.exception_handler(UnknownTicket)
     async def unknown_ticket(request: Request, exc: UnknownTicket) -> JSONResponse:
         return JSONResponse({"detail": safe_text(str(exc))}, status_code=404)
+
+
+def _count(request: Request, name: str) -> None:
+    """Count a refused request in the worker's ``/metrics``."""
+    core = getattr(request.app.state, "core", None)
+    if core is not None:
+        core.metrics[name] += 1
 
 
 __all__ = ["install_error_handlers", "json_safe", "safe_text", "validation_errors"]

@@ -14,11 +14,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from coact_verl.oracle.service.auth import ADMIN, TRAINER
-from coact_verl.oracle.service.db import KeyConflict
+from coact_verl.oracle.service.db import CandidateLimit, KeyConflict, RunNotFound
 from coact_verl.oracle.service.guard import replay_body
+from coact_verl.oracle.service.run_store import RUN_HEADER, run_from_header
 from coact_verl.oracle.service.schemas import QueryIn
 
 _PATH = "/v1/queries"
+_RUN_HEADER = RUN_HEADER.encode()
 _HEADERS = [(b"content-type", b"application/json")]
 MAX_FAST_BODY = 1 << 20  # larger bodies take the FastAPI route (and its body limit)
 
@@ -56,7 +58,12 @@ class QueriesFastPath:
         auth = getattr(state, "auth", None)
         if auth is None:
             return None
-        header = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        header, run = "", None
+        for name, value in scope["headers"]:
+            if name == b"authorization":
+                header = value.decode("latin-1")
+            elif name == _RUN_HEADER:
+                run = value
         scheme, _, token = header.partition(" ")
         principal = auth.identify(token.strip()) if scheme.lower() == "bearer" and token.strip() else None
         if principal is None or principal.role not in (TRAINER, ADMIN):
@@ -66,7 +73,7 @@ class QueriesFastPath:
         except ValidationError:
             return None
         try:
-            out = await state.core.submit(query)
-        except (sqlite3.OperationalError, KeyConflict):  # the route retries and answers 503, or answers 409
-            return None
+            out = await state.core.submit(query, run_from_header(run))
+        except (sqlite3.OperationalError, KeyConflict, RunNotFound, CandidateLimit):
+            return None  # the route answers these (503, 409, 404, 422)
         return out.model_dump_json().encode()

@@ -58,6 +58,8 @@ ROUTES: tuple[Route, ...] = (
     _route("GET", "/v1/tasks/next", ANNOTATORS),
     _route("POST", "/v1/tasks/{id}/answer", ANNOTATORS, 256 * KiB),
     _route("GET", "/v1/handshake", (TRAINER,)),
+    _route("POST", "/v1/runs", TRAINERS),
+    _route("POST", "/v1/runs/step", TRAINERS),
 )
 DEFAULT_MAX_BODY = 16 * MiB  # any other path
 

@@ -1,4 +1,5 @@
-"""uvicorn's httptools protocol with a deadline and a size bound on request heads (request line and headers).
+"""uvicorn's HTTP protocols (httptools and h11) with a deadline and a size bound on request heads (request line and
+headers).
 
 uvicorn reads request heads without a time limit and, with httptools, without a size limit: a client could hold a
 connection open by trickling a head, or send a 20 MB header. Here a head must be complete within
@@ -11,8 +12,9 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-from typing import Any
 
+import h11
+from uvicorn.protocols.http.h11_impl import H11Protocol
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from coact_verl.oracle.service.settings import SETTINGS_ENV
@@ -30,16 +32,16 @@ def _from_env(name: str, default: float) -> float:
     return default
 
 
-class GuardedHttpToolsProtocol(HttpToolsProtocol):
-    """:class:`HttpToolsProtocol` whose request heads have a deadline and a size bound (set before serving)."""
+class _HeadLimits:
+    """The head deadline and size bound, shared by both parsers' protocols (needs their ``loop`` and
+    ``transport``)."""
 
     HEAD_TIMEOUT_S = _from_env("head_timeout_s", 10.0)
     MAX_HEAD_BYTES = int(_from_env("max_header_bytes", 64 * 1024))
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._head_timer: asyncio.TimerHandle | None = None
-        self._head_bytes = 0
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _head_timer: asyncio.TimerHandle | None = None
+    _head_bytes = 0
 
     def _start_head(self) -> None:
         if self._head_timer is None:
@@ -50,6 +52,18 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         if self._head_timer is not None:
             self._head_timer.cancel()
             self._head_timer = None
+
+    def _in_head(self) -> bool:
+        return self._head_timer is not None
+
+    def _head_too_large(self, more: int) -> bool:
+        """Count ``more`` bytes of the current head; past the bound, answer 431, close, and return ``True``."""
+        self._head_bytes += more
+        if self._head_bytes <= self.MAX_HEAD_BYTES:
+            return False
+        self._end_head()
+        self._refuse(431)
+        return True
 
     def _refuse(self, status: int) -> None:
         self._head_timer = None
@@ -62,6 +76,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         )
         self.transport.close()
 
+
+class GuardedHttpToolsProtocol(_HeadLimits, HttpToolsProtocol):
+    """:class:`HttpToolsProtocol` whose request heads have a deadline and a size bound (set before serving)."""
+
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._start_head()
@@ -71,13 +89,10 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        in_head = self._head_timer is not None
+        in_head = self._in_head()
         super().data_received(data)
-        if in_head and self._head_timer is not None:  # the head is still incomplete after this chunk
-            self._head_bytes += len(data)
-            if self._head_bytes > self.MAX_HEAD_BYTES:
-                self._end_head()
-                self._refuse(431)
+        if in_head and self._in_head():  # the head is still incomplete after this chunk
+            self._head_too_large(len(data))
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -88,4 +103,36 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_headers_complete()
 
 
-__all__ = ["GuardedHttpToolsProtocol"]
+class GuardedH11Protocol(_HeadLimits, H11Protocol):
+    """:class:`H11Protocol` with the same head deadline and size bound.
+
+    h11 reports no "message begins" event: a head begins with the first byte that reaches a connection waiting for
+    a request (``their_state`` IDLE) and is complete once h11 has parsed it (``their_state`` moved on). uvicorn must
+    give h11 a larger ``h11_max_incomplete_event_size`` than ``MAX_HEAD_BYTES`` for the 431 to come from here (h11
+    itself answers 400).
+    """
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._start_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head()
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self.conn.their_state is h11.IDLE:
+            self._start_head()
+            if self._head_too_large(len(data)):
+                return
+        super().data_received(data)
+        if self.conn.their_state is not h11.IDLE:
+            self._end_head()
+
+
+def set_head_limits(timeout_s: float, max_bytes: int) -> None:
+    """Set the head deadline (seconds) and size bound (bytes) of both protocols in this process."""
+    _HeadLimits.HEAD_TIMEOUT_S, _HeadLimits.MAX_HEAD_BYTES = timeout_s, max_bytes
+
+
+__all__ = ["GuardedH11Protocol", "GuardedHttpToolsProtocol", "set_head_limits"]

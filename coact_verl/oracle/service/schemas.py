@@ -6,7 +6,9 @@ from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+API_VERSION = "1.0.0"
 MAX_INT = 2**53  # JSON-safe integers; also well inside SQLite's 64-bit range.
+MAX_CANDIDATES = 256  # candidates per query the API takes at all (a service and its runs may cap lower)
 Task = Literal["gsm8k", "math", "numeric"]
 QueryStatus = Literal["labeled", "pending", "over_budget", "no_gold", "failed"]
 
@@ -48,7 +50,7 @@ class QueryIn(_Strict):
     prompt: LongText
     task: Task = "gsm8k"
     step: int = Field(0, ge=0, le=MAX_INT)
-    candidates: list[CandidateIn] = Field(min_length=1, max_length=256)
+    candidates: list[CandidateIn] = Field(min_length=1, max_length=MAX_CANDIDATES)
 
 
 class LabelOut(BaseModel):
@@ -69,7 +71,9 @@ class BudgetOut(BaseModel):
 
 
 class QueryOut(BaseModel):
-    """Result of a query. ``no_gold`` and ``over_budget`` are not charged; ``failed`` was refunded."""
+    """Result of a query, with its run's budget. A query costs one label whatever its number of candidates (capped
+    per run); ``no_gold`` costs one too (it tells whether a prompt has gold), once per key; ``over_budget`` costs
+    nothing; ``failed`` was refunded."""
 
     query_id: int
     status: QueryStatus

@@ -48,7 +48,7 @@ class OracleSettings:
             vote; ``None`` estimates it from the votes (control votes make it identifiable).
         vote_min_eta: default η̂ threshold below which an annotator's votes yield no training pair.
         body_timeout_s: most seconds to receive a request body (408 after).
-        head_timeout_s: most seconds to receive a request line and headers (408 and close after; httptools only).
+        head_timeout_s: most seconds to receive a request line and headers (408 and close after; either parser).
         max_header_bytes: most bytes of request headers (431 beyond).
         annotator_rps: sustained write requests per second per annotator and worker (429 beyond a 10 s burst).
         annotator_bytes_per_s: sustained request-body bytes per second per annotator and worker.
@@ -56,6 +56,10 @@ class OracleSettings:
         verify_lanes: math-verify worker processes of the default equivalence; each query's answers go to the least
             busy one, so a query with slow answers holds up only its own lane.
         verify_timeout_s: hard timeout of one math-verify comparison, in seconds (a timeout counts as "not equal").
+        max_candidates: most candidates per query (422 beyond) in runs that set no cap of their own; a trainer's
+            handshake sets its run's cap to its samples per prompt (``actor_rollout_ref.rollout.n``), which must not
+            exceed this. One query costs one label whatever its candidate count, so this bounds how many answers
+            one label can test.
         docs: serve ``/docs`` and ``/redoc`` (they load scripts from a CDN on the annotation page's origin).
         human_task_ttl_s: a human-queue query still unanswered after this many seconds expires: its charge is
             refunded and it reads ``failed`` (its key may be sent again); ``None``: never.
@@ -97,6 +101,7 @@ class OracleSettings:
     page_max_bytes: int = 8 * 1024 * 1024
     verify_lanes: int = 2
     verify_timeout_s: float = 5.0
+    max_candidates: int = 16
     docs: bool = False
     human_task_ttl_s: float | None = None
 

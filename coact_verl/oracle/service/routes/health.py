@@ -19,7 +19,9 @@ async def read_health(request: Request) -> Health:
 @router.get("/metrics", response_class=PlainTextResponse)
 async def read_metrics(request: Request) -> PlainTextResponse:
     """Counters of this worker in Prometheus text format: slow and failed database calls (a database locked by
-    another process shows up here and in the log)."""
+    another process shows up here and in the log), and trainer queries refused as sent (key reused with another
+    body, unknown run, more candidates than the run admits)."""
     metrics = request.app.state.core.metrics
-    names = ("db_slow_calls_total", "db_slow_seconds_total", "db_locked_total", "db_errors_total")
+    names = ("db_slow_calls_total", "db_slow_seconds_total", "db_locked_total", "db_errors_total",
+             "key_conflicts_total", "unknown_run_total", "over_candidate_cap_total")  # fmt: skip
     return PlainTextResponse("".join(f"oracle_{name} {metrics[name]:g}\n" for name in names))

@@ -6,16 +6,27 @@ from fastapi import APIRouter, Depends, Query, Request, Response
 
 from coact_verl.oracle.service.auth import ADMIN, TRAINER, Principal, require
 from coact_verl.oracle.service.core import OracleCore
+from coact_verl.oracle.service.run_store import RUN_HEADER, run_from_header
 from coact_verl.oracle.service.schemas import MAX_INT, LabelOut, LabelRecord, LabelsOut, QueryIn, QueryOut
 
 router = APIRouter(prefix="/v1", tags=["trainer"])
 
 
-@router.post("/queries", response_model=QueryOut, responses={409: {"description": "key used before with another body"}})
+_QUERY_ERRORS = {
+    404: {"description": "unknown run (X-CoAct-Run header)"},
+    409: {"description": "key used before with another body"},
+    422: {"description": "invalid body, or more candidates than the run admits"},
+}
+
+
+@router.post("/queries", response_model=QueryOut, responses=_QUERY_ERRORS)  # type: ignore[arg-type]
 async def create_query(body: QueryIn, request: Request, _: Principal = Depends(require(TRAINER, ADMIN))) -> Response:
-    """Ask for a label; automatic backends answer now, ``human`` answers ``pending``. Idempotent by ``key``."""
+    """Ask for a label, charged to the run named by the ``X-CoAct-Run`` header (the default run without one) at
+    the run's current step; automatic backends answer now, ``human`` answers ``pending``. Idempotent by ``key``
+    within the run. One query costs one label, ``no_gold`` answers included."""
     core: OracleCore = request.app.state.core
-    out = await core.submit(body)  # already a QueryOut: serialise it once, without re-validation
+    # already a QueryOut: serialise it once, without re-validation
+    out = await core.submit(body, run_from_header(request.headers.get(RUN_HEADER)))
     return Response(out.model_dump_json(), media_type="application/json")
 
 
@@ -26,10 +37,12 @@ async def read_labels(
     limit: int = Query(500, ge=1, le=5000, description="page size"),
     _: Principal = Depends(require(TRAINER, ADMIN)),
 ) -> LabelsOut:
-    """Labels in id order (commit order), e.g. to collect late human labels with their prompt and task; a page ends
-    early once its texts reach the service's ``page_max_bytes`` characters."""
+    """Labels of the caller's run (``X-CoAct-Run``) in id order (commit order), e.g. to collect late human labels
+    with their prompt and task; a page ends early once its texts reach the service's ``page_max_bytes`` characters."""
     core: OracleCore = request.app.state.core
-    rows = await core.db(core.store.labels_since, since_id, limit, request.app.state.settings.page_max_bytes)
+    run = run_from_header(request.headers.get(RUN_HEADER))
+    await core.db(core.store.run, run)  # 404 for an unknown run
+    rows = await core.db(core.store.labels_since, since_id, limit, request.app.state.settings.page_max_bytes, run)
     records = [
         LabelRecord(
             id=r["id"],

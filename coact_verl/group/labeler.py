@@ -14,20 +14,31 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from coact_verl.config import CoActConfig
 from coact_verl.consistency import AnswerClusterer, GroupStats, alabel_clusters, ascore_groups, rewards_for_cluster
+from coact_verl.records import (
+    ORACLE_NOT_ASKED,
+    PAIR_CHOSEN,
+    PAIR_REJECTED,
+    ROUTE_DROP,
+    ROUTE_FEEDBACK,
+    ROUTE_ORACLE,
+    ROUTE_SELF,
+    SOURCE_FEEDBACK,
+    SOURCE_NONE,
+    SOURCE_ORACLE,
+    SOURCE_SELF,
+    PromptRow,
+    ResponseInfo,
+)
 from coact_verl.rewards.pairs import select_pair
 from coact_verl.router import GroupView, Router
 from coact_verl.router.embedding import make_embedder
 
 logger = logging.getLogger(__name__)
-
-ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP, ROUTE_FEEDBACK = "self", "oracle", "drop", "feedback"
-SOURCE_SELF, SOURCE_ORACLE, SOURCE_NONE, SOURCE_FEEDBACK = "self", "oracle", "none", "feedback"
 
 
 @dataclass(frozen=True)
@@ -40,7 +51,7 @@ class GroupRequest:
         task: answer format (``gsm8k``, ``math``, ``numeric``).
         step: training step the responses were sampled at.
         responses: decoded responses, shape ``(n,)``.
-        given_label: a label the prompt already carries (prompt-pool rows, see :func:`given_label`); the group
+        given_label: a label the prompt already carries (prompt-pool rows, :attr:`PromptRow.given_label`); the group
             is then scored against it without routing or asking the oracle.
         given_source: ``oracle`` or ``self`` for a given label, else ``none``.
     """
@@ -51,28 +62,24 @@ class GroupRequest:
     step: int
     responses: tuple[str, ...]
     given_label: str | None = None
-    given_source: str = "none"
+    given_source: str = SOURCE_NONE
 
-
-def prompt_question(extra_info: Mapping[str, Any], messages: Any) -> str:
-    """The question shown to the oracle: ``extra_info.question`` if the dataset has it, else the last user turn."""
-    if extra_info.get("question"):
-        return str(extra_info["question"])
-    users = [m.get("content", "") for m in (messages or []) if isinstance(m, dict) and m.get("role") == "user"]
-    return str(users[-1]) if users else ""
-
-
-def given_label(extra_info: Mapping[str, Any]) -> tuple[str | None, str]:
-    """``(answer, source)`` a prompt-pool row already carries (``extra_info.coact_label``), else ``(None, "none")``.
-
-    Pool rows are late oracle labels (``oracle``) and admitted generated questions (``self``, their majority
-    answer at admission); dataset rows never carry one.
-    """
-    answer = str(extra_info.get("coact_label") or "")
-    source = str(extra_info.get("coact_label_source") or SOURCE_NONE)
-    if answer and source in (SOURCE_ORACLE, SOURCE_SELF):
-        return answer, source
-    return None, SOURCE_NONE
+    @classmethod
+    def from_row(
+        cls, row: PromptRow, uid: str, default_task: str, step: int, responses: tuple[str, ...]
+    ) -> GroupRequest:
+        """The request for a row's group: the row's prompt id (else the rollout ``uid``), its task (else
+        ``default_task``) and the label it carries."""
+        label, source = row.given_label
+        return cls(
+            prompt_id=row.prompt_id or uid,
+            question=row.question,
+            task=row.task or default_task,
+            step=step,
+            responses=responses,
+            given_label=label,
+            given_source=source,
+        )
 
 
 @dataclass(frozen=True)
@@ -93,53 +100,50 @@ class GroupOutcome:
         """``chosen``/``rejected`` for the two responses of the group's DPO pair, else ``""``."""
         if self.pair is None:
             return ""
-        return "chosen" if index == self.pair[0] else "rejected" if index == self.pair[1] else ""
+        return PAIR_CHOSEN if index == self.pair[0] else PAIR_REJECTED if index == self.pair[1] else ""
 
-    def extra_info(self, index: int) -> dict[str, Any]:
-        """Per-response fields for verl's ``reward_extra_info`` (same keys for every response)."""
+    def response_info(self, index: int, prompt_id: str) -> ResponseInfo:
+        """What the group step decided for response ``index`` (the ``reward_extra_info`` of verl)."""
         answer = self.stats.answers[index]
-        return {
-            "coact_agreement": float(self.stats.agreement),
-            "coact_entropy": float(self.stats.entropy),
-            "coact_route": self.route,
-            "coact_route_reason": self.route_reason,
-            "coact_label_source": self.label_source,
-            "coact_label": self.label_answer or "",
-            "coact_label_cluster": int(self.label_cluster),
-            "coact_pred": answer or "",
-            "coact_cluster": int(self.stats.cluster_of[index]),
-            "coact_oracle_status": self.oracle_status,
-            "coact_reward": float(self.rewards[index]),
-            "coact_pair_role": self.pair_role(index),
-            "coact_pair_weight": 1.0,
-        }
+        return ResponseInfo(
+            prompt_id=prompt_id,
+            agreement=float(self.stats.agreement),
+            entropy=float(self.stats.entropy),
+            route=self.route,
+            route_reason=self.route_reason,
+            label_source=self.label_source,
+            label=self.label_answer or "",
+            label_cluster=int(self.label_cluster),
+            pred=answer or "",
+            cluster=int(self.stats.cluster_of[index]),
+            oracle_status=self.oracle_status,
+            reward=float(self.rewards[index]),
+            pair_role=self.pair_role(index),
+        )
+
+    def response_infos(self, prompt_id: str) -> list[ResponseInfo]:
+        """:meth:`response_info` of every response, shape ``(n,)``."""
+        return [self.response_info(i, prompt_id) for i in range(self.stats.n)]
 
 
-def feedback_infos(n: int, kind: str, weight: float) -> list[dict[str, Any]]:
-    """``reward_extra_info`` of the n rows of a user feedback pair (same keys as :meth:`GroupOutcome.extra_info`).
+def feedback_infos(n: int, kind: str, weight: float, prompt_id: str = "") -> list[ResponseInfo]:
+    """The n responses of a user feedback pair.
 
-    Row 0 replays the chosen response and row 1 the rejected one (see ``coact_verl.adapters.feedback``);
-    further rows take no part. Rewards are 0: a pair teaches through the DPO loss only.
+    Row 0 replays the chosen response and row 1 the rejected one; further rows take no part. Rewards are 0:
+    a pair teaches through the DPO loss only.
     """
     if n < 2:
         raise ValueError(f"a feedback pair needs rollout.n >= 2, got {n}")
-    roles = ["chosen", "rejected"] + [""] * (n - 2)
+    roles = [PAIR_CHOSEN, PAIR_REJECTED] + [""] * (n - 2)
     return [
-        {
-            "coact_agreement": 0.0,
-            "coact_entropy": 0.0,
-            "coact_route": ROUTE_FEEDBACK,
-            "coact_route_reason": kind,
-            "coact_label_source": SOURCE_FEEDBACK,
-            "coact_label": "",
-            "coact_label_cluster": -1,
-            "coact_pred": "",
-            "coact_cluster": -1,
-            "coact_oracle_status": "not_asked",
-            "coact_reward": 0.0,
-            "coact_pair_role": role,
-            "coact_pair_weight": float(weight),
-        }
+        ResponseInfo(
+            prompt_id=prompt_id,
+            route=ROUTE_FEEDBACK,
+            route_reason=kind,
+            label_source=SOURCE_FEEDBACK,
+            pair_role=role,
+            pair_weight=float(weight),
+        )
         for role in roles
     ]
 
@@ -173,6 +177,7 @@ class GroupLabeler:
                 request_timeout_s=cfg.request_timeout_s,
                 max_wait_s=cfg.max_wait_s,
                 retries=cfg.retries,
+                run_id=cfg.run_id,
             )
         return self._oracle
 
@@ -199,7 +204,7 @@ class GroupLabeler:
             )
             route = self.router.route_online(view)
         decision, reason = route.action.value, route.reason.value
-        label_answer, label_cluster, source, oracle_status = None, -1, SOURCE_NONE, "not_asked"
+        label_answer, label_cluster, source, oracle_status = None, -1, SOURCE_NONE, ORACLE_NOT_ASKED
         if decision == ROUTE_ORACLE:
             oracle_status, label_answer, label_cluster = await self._ask_oracle(request, stats, task)
             if oracle_status == "labeled":
@@ -241,7 +246,7 @@ class GroupLabeler:
             label_source=request.given_source,
             label_answer=request.given_label,
             label_cluster=cluster,
-            oracle_status="not_asked",
+            oracle_status=ORACLE_NOT_ASKED,
             rewards=tuple(rewards),
             pair=pair,
         )
@@ -253,7 +258,7 @@ class GroupLabeler:
             return "no_oracle", None, -1
         from coact_verl.oracle.client import make_key
 
-        representative = {}
+        representative: dict[int, str] = {}
         for index, cluster in enumerate(stats.cluster_of):
             representative.setdefault(cluster, request.responses[index])
         candidates = [

@@ -10,7 +10,8 @@ import pytest
 
 from coact_verl.adapters.dpo import pair_rows
 from coact_verl.config import CoActConfig, OracleConfig, RouterConfig
-from coact_verl.labeling import GroupLabeler, GroupRequest, given_label, prompt_question
+from coact_verl.group.labeler import GroupLabeler, GroupRequest
+from coact_verl.records import INFO_KEYS, PromptRow, ResponseInfo
 
 
 def _label(config: CoActConfig, responses: list[str], url: str | None = None, given: tuple[str, str] | None = None):
@@ -34,12 +35,17 @@ def test_majority_self_label_rewards_and_pair():
     assert outcome.rewards == (1.0, 1.0, 0.0, 1.0, 0.0)
     chosen, rejected = outcome.pair
     assert outcome.rewards[chosen] == 1.0 and outcome.rewards[rejected] == 0.0
-    assert outcome.extra_info(chosen)["coact_pair_role"] == "chosen"
-    assert outcome.extra_info(rejected)["coact_pair_role"] == "rejected"
-    assert {outcome.extra_info(i)["coact_pair_role"] for i in range(5)} == {"chosen", "rejected", ""}
-    from coact_verl.adapters.reward_manager import INCOMPLETE_INFO  # the gate's fallback has the same keys
-
-    assert set(outcome.extra_info(0)) | {"coact_prompt_id"} == set(INCOMPLETE_INFO)
+    assert outcome.response_info(chosen, "pid").to_extra_info()["coact_pair_role"] == "chosen"
+    assert outcome.response_info(rejected, "pid").pair_role == "rejected"
+    assert {info.pair_role for info in outcome.response_infos("pid")} == {"chosen", "rejected", ""}
+    # every response of a batch carries the same keys, the fallback of a group that never gathered included
+    assert (
+        set(outcome.response_info(0, "pid").to_extra_info())
+        == set(INFO_KEYS)
+        == set(ResponseInfo.incomplete().to_extra_info())
+    )
+    info = outcome.response_info(chosen, "pid")
+    assert ResponseInfo.from_extra_info(info.to_extra_info()) == info and info.reward == 1.0
 
 
 def test_low_agreement_is_dropped_with_zero_rewards_and_no_pair():
@@ -95,11 +101,26 @@ def test_a_given_label_matching_no_answer_gives_zero_rewards_and_no_pair():
 
 
 def test_given_label_and_question_come_from_the_row():
-    assert given_label({"coact_label": "12", "coact_label_source": "oracle"}) == ("12", "oracle")
-    assert given_label({"coact_label": "12", "coact_label_source": "none"}) == (None, "none")
-    assert given_label({"coact_label": "", "coact_label_source": "self"}) == (None, "none")
-    assert given_label({}) == (None, "none")
+    def given(extra: dict) -> tuple[str | None, str]:
+        return PromptRow.from_row({"extra_info": extra}).given_label
+
+    assert given({"coact_label": "12", "coact_label_source": "oracle"}) == ("12", "oracle")
+    assert given({"coact_label": "12", "coact_label_source": "none"}) == (None, "none")
+    assert given({"coact_label": "", "coact_label_source": "self"}) == (None, "none")
+    assert given({}) == (None, "none")
     messages = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "Q1"}]
-    assert prompt_question({}, messages) == "Q1"
-    assert prompt_question({"question": "raw question"}, messages) == "raw question"
-    assert prompt_question({}, None) == ""
+    assert PromptRow.from_row({"extra_info": {}, "raw_prompt": messages}).question == "Q1"
+    assert PromptRow.from_row({"extra_info": {"question": "raw question"}, "raw_prompt": messages}).question == (
+        "raw question"
+    )
+    assert PromptRow.from_row({"extra_info": {}, "raw_prompt": None}).question == ""
+    row = PromptRow.from_row(
+        {"extra_info": {"coact_label": "3", "coact_label_source": "oracle"}, "raw_prompt": messages}
+    )
+    request = GroupRequest.from_row(row, "uid-7", "math", 4, ("#### 3",))
+    assert (request.prompt_id, request.task, request.given_label, request.given_source) == (
+        "uid-7",
+        "math",
+        "3",
+        "oracle",
+    )
