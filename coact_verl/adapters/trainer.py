@@ -158,6 +158,7 @@ class CoActTrainer(PPOTrainerSync):
             max_prompt_tokens=max_prompt_tokens,
         )
         self._step_metrics.update(asyncio.run(round_metrics))
+        self._step_metrics.update(self.pool.pool.metrics())  # the pool as of the end of the step, round included
         # verl saved this step's checkpoint before on_step_end, so on_save wrote the pool without this round.
         # Decision: one deferred write of the pool into that folder, so a resume from global_step_N has all
         # that step N admitted. A crash before this write leaves the pool as of the save: the resume then
