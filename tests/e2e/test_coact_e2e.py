@@ -23,10 +23,13 @@ CONFIGS = Path(__file__).with_name("configs")
 def test_coact_grpo_with_gold_oracle_logs_coact_metrics(tiny_assets, tmp_path):
     run = run_demo(tmp_path / "demo", steps=3)
     assert run.returncode == 0, run.tail(80)
-    assert sorted(run.steps) == [1, 2, 3]
+    # step 0 is the demo's validation before training (accuracy before); steps 1-3 train
+    assert sorted(run.steps) == [0, 1, 2, 3]
+    assert not any(k.startswith("coact/route/") for k in run.steps[0])
+    train_steps = [run.steps[s] for s in (1, 2, 3)]
     for key in ("coact/agreement/mean", "coact/route/self_frac", "coact/route/oracle_frac", "coact/route/drop_frac"):
-        assert all(key in run.steps[s] for s in (1, 2, 3)), key
-    for step in run.steps.values():
+        assert all(key in step for step in train_steps), key
+    for step in train_steps:
         fractions = step["coact/route/self_frac"] + step["coact/route/oracle_frac"] + step["coact/route/drop_frac"]
         assert fractions == pytest.approx(1.0)
         assert sum(v for k, v in step.items() if k.startswith("coact/agreement/hist_")) == pytest.approx(1.0)
