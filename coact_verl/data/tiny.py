@@ -26,14 +26,21 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-def build_tokenizer(out_dir: Path, vocab_size: int = 512, seed: int = 0):
-    """Train a byte-level BPE on synthetic problems and save it as a fast HF tokenizer in ``out_dir``."""
+def train_chat_tokenizer(out_dir: Path, corpus: list[str], *, split_digits: bool = False, vocab_size: int = 512):
+    """Train a byte-level BPE on ``corpus`` and save it with the ChatML template as a fast HF tokenizer in ``out_dir``.
+
+    ``split_digits`` makes every digit its own token (arithmetic a small model can learn digit by digit).
+    """
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    corpus = [p.question + "\n" + p.solution for p in arithmetic_problems(2000, seed=seed)]
     tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
@@ -55,6 +62,57 @@ def build_tokenizer(out_dir: Path, vocab_size: int = 512, seed: int = 0):
     return fast
 
 
+def tiny_qwen2(tokenizer, hidden_size: int, num_layers: int, max_positions: int):
+    """A randomly initialised Qwen2: intermediate size twice ``hidden_size``, 4 heads, 2 KV heads, tied embeddings."""
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=max_positions,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    return Qwen2ForCausalLM(config)
+
+
+def save_model(model, tokenizer, out_dir: Path) -> None:
+    """Save ``model`` with a sampling generation config that stops at the tokenizer's end-of-turn token."""
+    from transformers import GenerationConfig
+
+    model.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
+    )
+    model.save_pretrained(out_dir)
+
+
+def chat_sft_batch(tokenizer, examples: list[tuple[list[dict[str, str]], str]]):
+    """``(input_ids, attention_mask, labels)``, shapes ``(B, T)``, for ``(messages, target)`` pairs; labels cover the
+    target (and its end-of-turn token) only."""
+    rows, masks = [], []
+    for messages, target in examples:
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        answer_ids = tokenizer(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
+        rows.append(prompt_ids + answer_ids)
+        masks.append([False] * len(prompt_ids) + [True] * len(answer_ids))
+    width = max(len(r) for r in rows)
+    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
+    labels = torch.full((len(rows), width), -100)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
+        ids[i, : len(row)] = torch.tensor(row)
+        attention[i, : len(row)] = 1
+        labels[i, : len(row)] = torch.where(torch.tensor(mask), torch.tensor(row), -100)
+    return ids, attention, labels
+
+
 def build_tiny_model(
     out_dir: str | Path,
     *,
@@ -70,32 +128,15 @@ def build_tiny_model(
         num_layers: decoder layers.
         warmup_steps: supervised steps (batch 32, Adam lr 3e-3) on GSM8K-format arithmetic; 0 keeps it random.
     """
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(out, seed=seed)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=1024,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = Qwen2ForCausalLM(config)
+    corpus = [p.question + "\n" + p.solution for p in arithmetic_problems(2000, seed=seed)]
+    tokenizer = train_chat_tokenizer(out, corpus)
+    model = tiny_qwen2(tokenizer, hidden_size, num_layers, max_positions=1024)
     if warmup_steps > 0:
         _warm_up(model, tokenizer, warmup_steps, seed)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
-    )
-    model.save_pretrained(out)
+    save_model(model, tokenizer, out)
     return out
 
 
@@ -108,26 +149,14 @@ def _warm_up(model, tokenizer, steps: int, seed: int) -> None:
     for step in range(steps):
         writing = step % 4 == 3  # every fourth batch: write a new question from three others (long prompts)
         batch = rng.sample(problems, 8 if writing else 32)
-        rows, masks = [], []
+        examples = []
         for problem in batch:
             if writing:
                 seeds = [p.question for p in rng.sample(problems, 3)]
-                messages, target = build_generation_prompt(seeds, "gsm8k"), problem.question
+                examples.append((build_generation_prompt(seeds, "gsm8k"), problem.question))
             else:
-                messages, target = [{"role": "user", "content": problem.prompt}], problem.solution
-            prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-            answer_ids = tokenizer(target + "<|im_end|>", add_special_tokens=False)["input_ids"]
-            rows.append(prompt_ids + answer_ids)
-            masks.append([0] * len(prompt_ids) + [1] * len(answer_ids))
-        width = max(len(r) for r in rows)
-        ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-        labels = torch.full((len(rows), width), -100)
-        attention = torch.zeros((len(rows), width), dtype=torch.long)
-        for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-            ids[i, : len(row)] = torch.tensor(row)
-            attention[i, : len(row)] = 1
-            labels[i, : len(row)] = torch.tensor([t if m else -100 for t, m in zip(row, mask, strict=True)])
+                examples.append(([{"role": "user", "content": problem.prompt}], problem.solution))
+        ids, attention, labels = chat_sft_batch(tokenizer, examples)
         loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()

@@ -17,41 +17,10 @@ from pathlib import Path
 
 import torch
 
-from coact_verl.data.tiny import CHAT_TEMPLATE, SPECIAL_TOKENS
+from coact_verl.data.tiny import chat_sft_batch, save_model, tiny_qwen2, train_chat_tokenizer
 from coact_verl.testbed.tasks import TestbedConfig, sample_problems, warmup_problems
 
 WARMUP_FILE = "testbed_warmup.json"  # next to the weights: the knobs and warm-up settings it was built with
-
-
-def build_tokenizer(out_dir: Path, cfg: TestbedConfig, vocab_size: int = 512):
-    """Train the digit-level byte BPE on testbed problems and save it as a fast HF tokenizer in ``out_dir``."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
-
-    corpus = [p.prompt + "\n" + p.solution for p in warmup_problems(3000, cfg, seed=7)]
-    tokenizer = Tokenizer(models.BPE())
-    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False)]
-    )
-    tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIAL_TOKENS,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tokenizer.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
-        tokenizer_object=tokenizer,
-        bos_token=None,
-        eos_token="<|im_end|>",
-        pad_token="<|pad|>",
-        unk_token=None,
-        additional_special_tokens=["<|endoftext|>", "<|im_start|>"],
-    )
-    fast.chat_template = CHAT_TEMPLATE
-    fast.save_pretrained(out_dir)
-    return fast
 
 
 def build_testbed_model(
@@ -73,33 +42,16 @@ def build_testbed_model(
         num_layers: decoder layers.
         warmup_steps: supervised steps of ``batch_size`` problems (Adam, ``lr`` with cosine decay).
     """
-    from transformers import GenerationConfig, Qwen2Config, Qwen2ForCausalLM
-
     cfg = cfg or TestbedConfig()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
-    tokenizer = build_tokenizer(out, cfg)
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=hidden_size,
-        intermediate_size=2 * hidden_size,
-        num_hidden_layers=num_layers,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    model = Qwen2ForCausalLM(config)
+    corpus = [p.prompt + "\n" + p.solution for p in warmup_problems(3000, cfg, seed=7)]
+    tokenizer = train_chat_tokenizer(out, corpus, split_digits=True)
+    model = tiny_qwen2(tokenizer, hidden_size, num_layers, max_positions=512)
     start = time.monotonic()
     final_loss = warm_up(model, tokenizer, cfg, warmup_steps, batch_size, lr, seed)
-    model.generation_config = GenerationConfig(
-        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
-    )
-    model.save_pretrained(out)
+    save_model(model, tokenizer, out)
     record = {
         "testbed": asdict(cfg),
         "warmup_steps": warmup_steps,
@@ -112,27 +64,6 @@ def build_testbed_model(
     }
     (out / WARMUP_FILE).write_text(json.dumps(record, indent=1))
     return out
-
-
-def _batch(tokenizer, problems) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``(input_ids, attention_mask, labels)``, shapes ``(B, T)``; labels cover the solution only."""
-    rows, masks = [], []
-    for problem in problems:
-        messages = [{"role": "user", "content": problem.prompt}]
-        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        prompt_ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
-        answer_ids = tokenizer(problem.solution + "<|im_end|>", add_special_tokens=False)["input_ids"]
-        rows.append(prompt_ids + answer_ids)
-        masks.append([False] * len(prompt_ids) + [True] * len(answer_ids))
-    width = max(len(r) for r in rows)
-    ids = torch.full((len(rows), width), tokenizer.pad_token_id)
-    labels = torch.full((len(rows), width), -100)
-    attention = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, (row, mask) in enumerate(zip(rows, masks, strict=True)):
-        ids[i, : len(row)] = torch.tensor(row)
-        attention[i, : len(row)] = 1
-        labels[i, : len(row)] = torch.where(torch.tensor(mask), torch.tensor(row), -100)
-    return ids, attention, labels
 
 
 def warm_up(model, tokenizer, cfg: TestbedConfig, steps: int, batch_size: int, lr: float, seed: int) -> float:
@@ -153,7 +84,9 @@ def _fit(model, tokenizer, cfg: TestbedConfig, steps: int, batch_size: int, lr: 
     model.train()
     losses: list[float] = []
     for _ in range(steps):
-        ids, attention, labels = _batch(tokenizer, rng.sample(corpus, batch_size))
+        batch = rng.sample(corpus, batch_size)
+        examples = [([{"role": "user", "content": p.prompt}], p.solution) for p in batch]
+        ids, attention, labels = chat_sft_batch(tokenizer, examples)
         loss = model(input_ids=ids, attention_mask=attention, labels=labels).loss
         optimizer.zero_grad()
         loss.backward()
@@ -200,4 +133,4 @@ def sample_answers(
     return [(greedy_text[i], sampled_text[i * samples : (i + 1) * samples]) for i in range(len(problems))]
 
 
-__all__ = ["WARMUP_FILE", "build_testbed_model", "build_tokenizer", "sample_answers", "sample_problems", "warm_up"]
+__all__ = ["WARMUP_FILE", "build_testbed_model", "sample_answers", "sample_problems", "warm_up"]

@@ -73,28 +73,29 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": validation_errors(exc.errors())}, status_code=422)
 
-    @app.exception_handler(KeyConflict)
-    async def key_conflict(request: Request, exc: KeyConflict) -> JSONResponse:
-        _count(request, "key_conflicts_total")
-        return JSONResponse({"detail": safe_text(str(exc))}, status_code=409)
+    for exc_type, status, counter in _REFUSALS:
+        app.add_exception_handler(exc_type, _refusal(status, counter))
 
-    @app.exception_handler(VoteConflict)
-    async def vote_conflict(request: Request, exc: VoteConflict) -> JSONResponse:
-        return JSONResponse({"detail": safe_text(str(exc))}, status_code=409)
 
-    @app.exception_handler(RunNotFound)
-    async def unknown_run(request: Request, exc: RunNotFound) -> JSONResponse:
-        _count(request, "unknown_run_total")
-        return JSONResponse({"detail": safe_text(str(exc))}, status_code=404)
+#: ``(exception, HTTP status, /metrics counter or None)`` of each refusal whose message is the whole answer.
+_REFUSALS = (
+    (KeyConflict, 409, "key_conflicts_total"),
+    (VoteConflict, 409, None),
+    (RunNotFound, 404, "unknown_run_total"),
+    (CandidateLimit, 422, "over_candidate_cap_total"),
+    (UnknownTicket, 404, None),
+)
 
-    @app.exception_handler(CandidateLimit)
-    async def too_many_candidates(request: Request, exc: CandidateLimit) -> JSONResponse:
-        _count(request, "over_candidate_cap_total")
-        return JSONResponse({"detail": safe_text(str(exc))}, status_code=422)
 
-    @app.exception_handler(UnknownTicket)
-    async def unknown_ticket(request: Request, exc: UnknownTicket) -> JSONResponse:
-        return JSONResponse({"detail": safe_text(str(exc))}, status_code=404)
+def _refusal(status: int, counter: str | None):
+    """An exception handler answering ``status`` with the exception's message (counted in ``counter``)."""
+
+    async def handler(request: Request, exc: Exception) -> JSONResponse:
+        if counter is not None:
+            _count(request, counter)
+        return JSONResponse({"detail": safe_text(str(exc))}, status_code=status)
+
+    return handler
 
 
 def _count(request: Request, name: str) -> None:

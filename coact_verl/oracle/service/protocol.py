@@ -43,6 +43,14 @@ class _HeadLimits:
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0
 
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]  # the parser's protocol, next in the MRO
+        self._start_head()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end_head()
+        super().connection_lost(exc)  # type: ignore[misc]
+
     def _start_head(self) -> None:
         if self._head_timer is None:
             self._head_bytes = 0
@@ -80,14 +88,6 @@ class _HeadLimits:
 class GuardedHttpToolsProtocol(_HeadLimits, HttpToolsProtocol):
     """:class:`HttpToolsProtocol` whose request heads have a deadline and a size bound (set before serving)."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._start_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end_head()
-        super().connection_lost(exc)
-
     def data_received(self, data: bytes) -> None:
         in_head = self._in_head()
         super().data_received(data)
@@ -111,14 +111,6 @@ class GuardedH11Protocol(_HeadLimits, H11Protocol):
     give h11 a larger ``h11_max_incomplete_event_size`` than ``MAX_HEAD_BYTES`` for the 431 to come from here (h11
     itself answers 400).
     """
-
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        self._start_head()
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self._end_head()
-        super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if self.conn.their_state is h11.IDLE:
