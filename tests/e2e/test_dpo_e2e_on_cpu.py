@@ -1,5 +1,6 @@
 """CoAct DPO(+NLL) through verl's entrypoint on CPU: the pairwise loss runs in the FSDP actor, starts at
-log 2 (policy = reference), and the step-1 update raises the implicit reward margin of the pairs it trained on.
+log 2 (policy = reference), and with the NLL term off the step-1 update raises the implicit reward margin of the
+pairs it trained on.
 
 Those pairs come from step 1's rollout dump (re-derived with the shared core); the margin after step k is
 β·[(log π_k(c) − log π_0(c)) − (log π_k(r) − log π_0(r))], computed with transformers on verl's per-step HF
@@ -76,6 +77,10 @@ def test_dpo_loss_starts_at_log2_and_the_trained_pairs_margin_rises(tiny_assets,
     train.to_parquet(train_path)
     overrides = base_overrides({**tiny_assets, "train": train_path}, 3) + [
         "coact.router.policy=self_only",
+        # Pure DPO: at policy = reference its gradient is (β/2)·∇margin, so the step-1 update raises the mean margin
+        # of its pairs. The NLL term pulls up the chosen response's tokens, which the rejected one mostly shares, and
+        # under Adam's first (sign-like) step it can move the margin either way.
+        "coact.dpo.nll_weight=0",
         f"trainer.rollout_data_dir={tmp_path / 'dump'}",
         "trainer.save_freq=1",
         f"trainer.default_local_dir={tmp_path / 'ckpt'}",

@@ -133,7 +133,7 @@ def test_coact_grpo_with_lora(tiny_assets, tmp_path):
 
 def test_training_continues_when_the_oracle_is_down(tiny_assets, tmp_path):
     """An outage after a successful start-up handshake degrades training (self-label or drop, counted); an
-    unreachable service at start-up stops the run instead (tests/oracle/test_oracle_client.py)."""
+    unreachable service at start-up stops the run instead (tests/oracle/test_oracle_client_on_cpu.py)."""
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
