@@ -16,11 +16,12 @@ Compared, in one run:
   cluster via ``label_clusters`` + ``rewards_for_cluster``, on all responses.
 
 The three timed paths run ``--repeats`` times, interleaved, each time from cold (fresh math-verify workers and
-empty caches on both sides); the table reports the median time of each, the ratios are those of the medians,
-and the per-repeat ratios are listed too, so that load from other processes on a shared machine shows as spread
-rather than as a result. Each path's CPU time (the calling process plus its math-verify workers, read from
-``/proc``) is reported as well: on a shared machine wall-clock ratios swing with the load, CPU seconds per
-response much less.
+empty caches on both sides; starting the workers is not timed on either side: verl's each score one answer, ours
+import math-verify and warm the LaTeX parser on ``verify_worker.WARMUP_ANSWERS``, about a second each); the table
+reports the median time of each, the ratios are those of the medians, and the per-repeat ratios are listed too, so
+that load from other processes on a shared machine shows as spread rather than as a result. Each path's CPU time
+(the calling process plus its math-verify workers, read from ``/proc``) is reported as well: on a shared machine
+wall-clock ratios swing with the load, CPU seconds per response much less.
 
 Run: ``python benchmarks/bench_consistency.py [--prompts 512 --n 16 --baseline-prompts 64 --workers 1 --repeats 3]``.
 Data is read from ``../shared/data`` relative to the repository root (override with ``--data``).

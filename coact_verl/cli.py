@@ -17,6 +17,14 @@ def _prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
 def _demo(args: argparse.Namespace) -> int:
     from coact_verl.demo import run_demo
 
@@ -45,7 +53,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = sub.add_parser("demo", help="CoAct's story on CPU: a small model with planted errors, a few GRPO steps")
     demo.add_argument("--workdir", default="demo_run")
-    demo.add_argument("--steps", type=int, default=None, help="training steps (default: the demo's own)")
+    demo.add_argument("--steps", type=_positive_int, default=None, help="training steps (default: the demo's own)")
     demo.add_argument("overrides", nargs="*", help="extra Hydra overrides, e.g. coact.router.policy=random")
     demo.set_defaults(func=_demo)
 

@@ -11,9 +11,12 @@ import dataclasses
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 from coact_verl.tasks import TASKS
+
+if TYPE_CHECKING:
+    from _typeshed import DataclassInstance
 
 ROUTER_POLICIES = ("coact", "adaptive", "lowest_agreement", "random", "self_only", "gold_all")
 ROUTER_EMBEDDERS = ("hashing", "minilm")
@@ -310,7 +313,7 @@ class CoActConfig:
         return _build(cls, _to_dict(mapping), "coact")
 
 
-_T = TypeVar("_T")
+_T = TypeVar("_T", bound="DataclassInstance")
 
 
 def _to_dict(mapping: Any) -> dict[str, Any]:
@@ -320,20 +323,21 @@ def _to_dict(mapping: Any) -> dict[str, Any]:
         from omegaconf import DictConfig, OmegaConf
 
         if isinstance(mapping, DictConfig):
-            return OmegaConf.to_container(mapping, resolve=True)  # type: ignore[return-value]
+            # a DictConfig converts to a dict; the keys of a Hydra config are strings
+            return cast("dict[str, Any]", OmegaConf.to_container(mapping, resolve=True))
     except ImportError:  # pragma: no cover - omegaconf ships with verl
         pass
     return dict(mapping)
 
 
 def _build(cls: type[_T], values: dict[str, Any], prefix: str) -> _T:
-    fields = {f.name: f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    fields = {f.name: f for f in dataclasses.fields(cls)}
     unknown = sorted(set(values) - set(fields))
     if unknown:
         raise ValueError(f"unknown keys under {prefix}: {unknown}; known: {sorted(fields)}")
     kwargs: dict[str, Any] = {}
     for name, value in values.items():
-        default = fields[name].default_factory  # type: ignore[misc]
+        default = fields[name].default_factory
         if default is not dataclasses.MISSING and dataclasses.is_dataclass(default):
             kwargs[name] = _build(default, _to_dict(value), f"{prefix}.{name}")
         else:

@@ -14,9 +14,11 @@ from __future__ import annotations
 
 import json
 import shutil
+import textwrap
 from collections import Counter
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from coact_verl.data.prepare import prepare
 from coact_verl.data.tiny import build_tiny_model
@@ -27,10 +29,12 @@ DEMO_STEPS = 6
 DEMO_LR = 2e-4  # gentler than the study's 5e-4: a few steps should not shake the kinds it already solves
 DEMO_BATCH = 16  # prompts per step
 DEMO_SAMPLES = 8  # responses per prompt
+DEMO_ORACLE_SHARE = 0.2  # oracle labels per step, as a share of the step's prompts
 DEMO_TESTBED = TestbedConfig(trap_share=0.3)
 DEMO_VALIDATION = 100  # held-out problems, sampled 8 times each before and after training
 #: Agreement bands for the per-step precision of the majority answer: (label, lower bound inclusive).
 BANDS = (("<0.5", 0.0), ("0.5-0.75", 0.5), ("0.75-1", 0.75), ("=1", 1.0))
+BAND_WIDTH = 11  # characters per band in the per-step table
 
 
 def prepare_demo_assets(workdir: Path, warmup_steps: int = 300) -> tuple[Path, dict[str, Path]]:
@@ -68,7 +72,7 @@ def _question_of(prompt_text: str, questions: Iterable[str]) -> str | None:
     return next((q for q in questions if q in prompt_text), None)
 
 
-def read_groups(dump: Path, gold: dict[str, tuple[str, str]]) -> list[dict]:
+def read_groups(dump: Path, gold: dict[str, tuple[str, str]]) -> list[dict[str, Any]]:
     """Groups of one verl generation dump (``<step>.jsonl``): per prompt its kind, agreement in [0, 1],
     whether the majority answer is right, the share of right samples, and whether the rewarded answer (the
     label the group trained on; ``None`` when no single answer was rewarded) is right.
@@ -83,7 +87,7 @@ def read_groups(dump: Path, gold: dict[str, tuple[str, str]]) -> list[dict]:
         samples.setdefault(uid, []).append((row["output"], float(row.get("score") or 0.0)))
         prompts[uid] = row["input"]
     index = {q: q for q in gold}
-    groups = []
+    groups: list[dict[str, Any]] = []
     for uid, outputs in samples.items():
         question = _question_of(prompts[uid], index)
         if question is None:
@@ -106,7 +110,7 @@ def read_groups(dump: Path, gold: dict[str, tuple[str, str]]) -> list[dict]:
     return groups
 
 
-def band_precision(groups: list[dict]) -> dict[str, tuple[int, float]]:
+def band_precision(groups: list[dict[str, Any]]) -> dict[str, tuple[int, float]]:
     """``{band: (groups, share whose majority answer is right)}`` over :data:`BANDS`."""
     out = {}
     for i, (label, low) in enumerate(BANDS):
@@ -118,7 +122,7 @@ def band_precision(groups: list[dict]) -> dict[str, tuple[int, float]]:
 
 
 def _gold_table(assets: dict[str, Path]) -> dict[str, tuple[str, str]]:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     table = {}
     for split in ("train", "test"):
@@ -131,7 +135,7 @@ def _gold_table(assets: dict[str, Path]) -> dict[str, tuple[str, str]]:
     return table
 
 
-def _kind_accuracy(groups: list[dict]) -> dict[str, float]:
+def _kind_accuracy(groups: list[dict[str, Any]]) -> dict[str, float]:
     kinds = sorted({g["kind"] for g in groups})
     return {
         k: sum(g["sample_accuracy"] for g in groups if g["kind"] == k) / sum(g["kind"] == k for g in groups)
@@ -139,7 +143,7 @@ def _kind_accuracy(groups: list[dict]) -> dict[str, float]:
     }
 
 
-def _write_eval(groups: list[dict], folder: Path) -> None:
+def _write_eval(groups: list[dict[str, Any]], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     rows = [{"kind": g["kind"], "agreement": g["agreement"], "majority_correct": g["majority_correct"]} for g in groups]
     (folder / "eval.json").write_text(json.dumps({"summary": {"problems": len(rows)}, "rows": rows}, indent=1))
@@ -151,21 +155,25 @@ def _write_eval(groups: list[dict], folder: Path) -> None:
 def run_demo(
     workdir: str | Path = "demo_run", steps: int | None = None, extra_overrides: list[str] | None = None
 ) -> TrainerRun:
-    """Run the demo, print its story and write ``<workdir>/report/``; returns the run (``returncode`` 0 on success)."""
-    from coact_verl.report.build import build_report
+    """Run the demo, print its story and write ``<workdir>/report/``; returns the run (``returncode`` 0 on success).
 
-    steps = steps or DEMO_STEPS
+    Raises:
+        ValueError: ``steps`` is below 1.
+    """
+    steps = DEMO_STEPS if steps is None else steps
+    if steps < 1:
+        raise ValueError(f"the demo needs at least one training step, got steps={steps}")
     workdir = Path(workdir).resolve()
     print("coact-verl demo: building the testbed model (first run only, about a minute) ...", flush=True)
     assets = prepare_testbed(workdir / "assets", DEMO_TESTBED, test_count=DEMO_VALIDATION)
     for stale in [*workdir.glob("oracle.sqlite*"), workdir / "metrics.jsonl"]:  # a fresh label budget each run
         stale.unlink(missing_ok=True)
-    for folder in ("rollouts", "validation", "eval_before", "eval_after", "report"):
+    for folder in ("rollouts", "validation", "eval_before", "eval_after", "report", "checkpoints"):
         shutil.rmtree(workdir / folder, ignore_errors=True)
     overrides = [
         *testbed_overrides(assets, workdir, steps, batch_size=DEMO_BATCH, samples=DEMO_SAMPLES),
         "coact.router.policy=coact",
-        "coact.router.oracle_share_per_step=0.2",
+        f"coact.router.oracle_share_per_step={DEMO_ORACLE_SHARE}",
         f"actor_rollout_ref.actor.optim.lr={DEMO_LR}",
         "trainer.val_before_train=True",
         f"trainer.test_freq={steps}",
@@ -178,13 +186,14 @@ def run_demo(
         *(extra_overrides or []),
     ]
     traps = " and ".join(TRAP_KINDS)
-    print(
-        f"The model answers five kinds of word problems; on {traps} it learned a wrong rule, so most of its\n"
-        f"{DEMO_SAMPLES} answers agree on a wrong number. CoAct self-labels agreeing groups and spends a 20% oracle\n"
-        f"budget on the rest: {steps} GRPO steps of {DEMO_BATCH} prompts through verl on CPU.\n"
-        f"verl's log: {workdir / 'train.log'}",
-        flush=True,
+    intro = (
+        f"The model answers five kinds of word problems; on {traps} it learned a wrong rule, so most of its"
+        f" {DEMO_SAMPLES} answers agree on a wrong number. Each step CoAct sends the groups it trusts least (low"
+        " agreement, unlike the prompts the oracle already verified) to the oracle, within a budget of about"
+        f" {DEMO_ORACLE_SHARE:.0%} of the step's prompts, and labels the rest with their majority answer:"
+        f" {steps} GRPO steps of {DEMO_BATCH} prompts through verl on CPU."
     )
+    print(*textwrap.wrap(intro, width=110), f"verl's log: {workdir / 'train.log'}", sep="\n", flush=True)
     env = {"VERL_FILE_LOGGER_PATH": str(workdir / "metrics.jsonl")}
     run = run_trainer("coact_grpo_cpu", overrides, workdir / "train.log", echo=False, timeout_s=900, extra_env=env)
     if run.returncode != 0:
@@ -192,66 +201,159 @@ def run_demo(
         print(f"demo failed with exit code {run.returncode}; full log: {run.log_path}", flush=True)
         return run
     gold = _gold_table(assets)
-    print(
-        "\nstep | oracle labels (total) | self / oracle / drop | wrong majorities: relabelled / reinforced"
-        " | majority right, by agreement band (groups)",
-        flush=True,
+    tell_story(workdir, run.steps, gold, steps)
+    return run
+
+
+def tell_story(
+    workdir: Path, step_metrics: dict[int, dict[str, float]], gold: dict[str, tuple[str, str]], steps: int
+) -> None:
+    """Print the per-step table and the summary of a finished demo run in ``workdir`` and write its report.
+
+    ``step_metrics``: verl's logged metrics by step (step 0: the validation before training); ``gold``: question
+    -> (answer, kind) of every training and validation problem.
+    """
+    from coact_verl.report.build import build_report
+
+    legend = (
+        f"Per training step ({DEMO_BATCH} prompts, {DEMO_SAMPLES} answers each; a group's agreement is the share of"
+        " its answers that match its most common one): oracle labels spent (total so far); the router's shares of"
+        " prompts self-labelled / sent to the oracle / dropped; groups whose majority answer was wrong, relabelled"
+        " by the oracle (the right minority rewarded) or self-labelled (the wrong answer reinforced); and"
+        " self-label precision, the share of groups whose majority answer is right, per agreement band (groups)."
     )
+    print("", *textwrap.wrap(legend, width=110), "", sep="\n", flush=True)
+    bands = "".join(f"{label:{BAND_WIDTH}s}" for label, _ in BANDS).rstrip()
+    print(f"{'':4s} | {'':14s} | {'':20s} | {'':30s} | self-label precision by agreement band", flush=True)
+    print(f"step | labels (total) | self / oracle / drop | wrong: relabelled / reinforced | {bands}", flush=True)
     spent_before, fixed, reinforced = 0.0, 0, 0
-    for step, metrics in sorted(run.steps.items()):
+    trained: list[dict[str, Any]] = []  # every training group, for the pooled row
+    route_sums = [0.0, 0.0, 0.0]
+    for step, metrics in sorted(step_metrics.items()):
         if step == 0:  # validation before training, not a training step
             continue
         spent = metrics.get("coact/oracle/budget_spent", spent_before)
-        routes = " / ".join(f"{metrics.get(f'coact/route/{r}_frac', 0):.2f}" for r in ("self", "oracle", "drop"))
+        fractions = [metrics.get(f"coact/route/{r}_frac", 0.0) for r in ("self", "oracle", "drop")]
+        route_sums = [a + b for a, b in zip(route_sums, fractions, strict=True)]
         dump = workdir / "rollouts" / f"{step}.jsonl"
         groups = read_groups(dump, gold) if dump.is_file() else []
-        wrong = [g for g in groups if not g["majority_correct"] and g["label_correct"] is not None]
-        step_fixed = sum(g["label_correct"] for g in wrong)
-        # a unanimous group has no right answer to reward and trains nothing: not counted
-        step_reinforced = sum(not g["label_correct"] and 0.5 <= g["agreement"] < 1.0 for g in wrong)
+        trained += groups
+        step_fixed, step_reinforced = _relabelled_and_reinforced(groups)
         fixed, reinforced = fixed + step_fixed, reinforced + step_reinforced
-        shown = "  ".join(f"{label}: {share:.2f} ({n})" for label, (n, share) in band_precision(groups).items())
-        print(
-            f"{step:4d} | {spent - spent_before:3.0f} ({spent:3.0f})             | {routes}   "
-            f"| {step_fixed:2d} / {step_reinforced:2d}                                 | {shown}",
-            flush=True,
-        )
+        labels = f"{spent - spent_before:3.0f} ({spent:3.0f})"
+        print(_table_row(f"{step:4d}", labels, fractions, step_fixed, step_reinforced, groups), flush=True)
         spent_before = spent
+    steps_run = max(len(step_metrics) - (0 in step_metrics), 1)
+    means = [total / steps_run for total in route_sums]
+    print(_table_row(" all", f"{spent_before:3.0f}", means, fixed, reinforced, trained), flush=True)
     before = read_groups(workdir / "validation" / "0.jsonl", gold)
     after = read_groups(workdir / "validation" / f"{steps}.jsonl", gold)
     _write_eval(before, workdir / "eval_before")
     _write_eval(after, workdir / "eval_after")
     report = build_report(workdir)
-    print(summary(before, after, spent_before, steps, fixed, reinforced), flush=True)
-    print(f"report and figures: {report.markdown.parent}", flush=True)
-    return run
+    prompts = DEMO_BATCH * steps
+    print(summary(before, after, spent_before, steps, fixed, reinforced, prompts=prompts), flush=True)
+    pngs = ", ".join(figure.file for figure in report.figures if figure.file is not None)
+    print(f"\nReport: {report.markdown} with its figures ({pngs}) in {report.markdown.parent}", flush=True)
+
+
+def _relabelled_and_reinforced(groups: list[dict[str, Any]]) -> tuple[int, int]:
+    """Of the groups whose majority answer is wrong and that trained on one rewarded answer: how many rewarded
+    the right answer (relabelled by the oracle) and how many the wrong majority (self-labelled, reinforced).
+
+    A unanimous wrong group has no right answer to reward and trains nothing: not counted.
+    """
+    wrong = [g for g in groups if not g["majority_correct"] and g["label_correct"] is not None]
+    relabelled = sum(bool(g["label_correct"]) for g in wrong)
+    reinforced = sum(not g["label_correct"] and 0.5 <= g["agreement"] < 1.0 for g in wrong)
+    return relabelled, reinforced
+
+
+def _table_row(
+    step: str, labels: str, routes: list[float], relabelled: int, reinforced: int, groups: list[dict[str, Any]]
+) -> str:
+    """One line of the per-step table; its columns line up under the header printed by :func:`tell_story`."""
+    shares = " / ".join(f"{share:.2f}" for share in routes)
+    wrong = f"{relabelled:3d} / {reinforced}"
+    precision = band_precision(groups)
+    cells = [f"{precision[label][1]:.2f} ({precision[label][0]})" if label in precision else "-" for label, _ in BANDS]
+    bands = "".join(f"{cell:{BAND_WIDTH}s}" for cell in cells).rstrip()
+    return f"{step} | {labels:14s} | {shares:20s} | {wrong:30s} | {bands}"
+
+
+def _share(flags: list[bool]) -> float:
+    return sum(flags) / len(flags) if flags else float("nan")
 
 
 def summary(
-    before: list[dict], after: list[dict], labels: float, steps: int, fixed: int = 0, reinforced: int = 0
+    before: list[dict[str, Any]],
+    after: list[dict[str, Any]],
+    labels: float,
+    steps: int,
+    fixed: int = 0,
+    reinforced: int = 0,
+    *,
+    prompts: int | None = None,
 ) -> str:
-    """The closing paragraph: accuracy per kind before and after, labels spent, what the labels did, and how
-    well agreement predicted correctness before training."""
+    """The closing text: accuracy per kind before and after, the labels spent and what they did, and how well
+    agreement predicted correctness before training; every claim in it follows from the numbers given.
+
+    ``before``/``after``: validation groups (:func:`read_groups`); ``labels``: oracle labels charged;
+    ``fixed``/``reinforced``: wrong majorities relabelled by the oracle / self-labelled during training;
+    ``prompts``: training prompts seen (default ``DEMO_BATCH * steps``).
+    """
+    prompts = prompts if prompts is not None else DEMO_BATCH * steps
     acc_before, acc_after = _kind_accuracy(before), _kind_accuracy(after)
-    lines = ["", "accuracy on held-out problems (share of sampled answers that are right), before -> after:"]
+    lines = [
+        "",
+        f"Accuracy on {len(before)} held-out problems (share of {DEMO_SAMPLES} sampled answers that are right),"
+        f" before -> after {steps} steps:",
+    ]
     for kind in acc_before:
         mark = " (trap)" if kind in TRAP_KINDS else ""
         lines.append(f"  {kind + mark:16s} {acc_before[kind]:.2f} -> {acc_after.get(kind, float('nan')):.2f}")
     overall = [sum(g["sample_accuracy"] for g in gs) / max(len(gs), 1) for gs in (before, after)]
     lines.append(f"  {'all':16s} {overall[0]:.2f} -> {overall[1]:.2f}")
-    unanimous = band_precision(before).get("=1", (0, float("nan")))[1]
-    split = [g["majority_correct"] for g in before if g["agreement"] < 1.0]
-    split_precision = sum(split) / len(split) if split else float("nan")
-    trap_agreement = [g["agreement"] for g in before if g["kind"] in TRAP_KINDS]
-    mean_trap = sum(trap_agreement) / max(len(trap_agreement), 1)
-    lines += [
-        "",
-        f"Summary: {steps} steps, {labels:.0f} oracle labels for {DEMO_BATCH * steps} prompts. Before training, the",
-        f"model's agreement predicted its correctness: unanimous majorities were right {unanimous:.0%} of the time,",
-        f"split ones {split_precision:.0%}. The trap kinds are the exception: agreement {mean_trap:.2f} on average",
-        "behind a wrong majority, which majority vote alone reinforces. During training the oracle relabelled",
-        f"{fixed} wrong majorities (rewarding the right minority instead) and {reinforced} were self-labelled and",
-        "reinforced. Fixing a trap kind takes more steps than the demo runs: see",
-        "benchmarks/label_efficiency/ for the full study.",
+
+    bands = band_precision(before)
+    unanimous = bands.get("=1", (0, float("nan")))[1]
+    split = _share([g["majority_correct"] for g in before if g["agreement"] < 1.0])
+    predicted = unanimous - split >= 0.2  # nan compares False: no verdict without both kinds of problems
+    by_band = ", ".join(
+        f"{share:.0%} of {n} " + ("when unanimous" if label == "=1" else f"at agreement {label}")
+        for label, (n, share) in bands.items()
+    )
+    traps = [g for g in before if g["kind"] in TRAP_KINDS]
+    trap_agreement = sum(g["agreement"] for g in traps) / max(len(traps), 1)
+    trap_wrong = 1.0 - _share([g["majority_correct"] for g in traps])
+    trap_acc = [_share_of_kinds(gs, TRAP_KINDS) for gs in (before, after)]
+    text = [
+        f"Summary: {steps} GRPO steps on {prompts} prompts used {labels:.0f} oracle labels"
+        f" ({labels / max(prompts, 1):.0%} of the prompts).",
+        f"Before training, agreement {'predicted' if predicted else 'did not predict'} correctness: on held-out"
+        f" problems the majority answer was right on {by_band}.",
     ]
+    if traps and trap_wrong >= 0.5:
+        text.append(
+            f"The trap kinds ({', '.join(TRAP_KINDS)}) are the exception: their majority answer is wrong on"
+            f" {trap_wrong:.0%} of problems behind agreement {trap_agreement:.2f} on average, so self-labels"
+            " reinforce the wrong rule there and only oracle labels reward the right minority."
+        )
+    text.append(
+        f"During training the oracle relabelled {fixed} wrong majorities and {reinforced} were self-labelled and"
+        f" reinforced; accuracy on the trap kinds went from {trap_acc[0]:.2f} to {trap_acc[1]:.2f}, overall"
+        f" from {overall[0]:.2f} to {overall[1]:.2f}."
+    )
+    if trap_acc[1] - trap_acc[0] < 0.05:
+        text.append(
+            f"{steps} steps do not fix the trap kinds; benchmarks/label_efficiency/ compares CoAct's router with"
+            " other ways of spending the same labels over longer runs."
+        )
+    lines += ["", *textwrap.wrap(" ".join(text), width=110)]
     return "\n".join(lines)
+
+
+def _share_of_kinds(groups: list[dict[str, Any]], kinds: tuple[str, ...]) -> float:
+    """Mean sample accuracy over the groups of ``kinds``."""
+    values = [g["sample_accuracy"] for g in groups if g["kind"] in kinds]
+    return sum(values) / len(values) if values else float("nan")

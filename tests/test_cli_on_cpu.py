@@ -26,3 +26,19 @@ def test_score_saved_rollouts(tmp_path, capsys):
     assert stats[0]["agreement"] == 0.75 and stats[0]["majority_correct"] is True
     assert stats[1]["agreement"] == 0.5  # 1/2 and 0.5 are one cluster
     assert "majority_correct" not in stats[1] or stats[1]["majority_correct"] is None
+
+
+def test_demo_refuses_zero_steps_before_building_anything(tmp_path):
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-m", "coact_verl.cli", "demo", "--steps", "0", "--workdir", str(tmp_path / "run")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert "--steps: must be at least 1, got 0" in done.stderr
+    assert "Traceback" not in done.stderr
+    assert not (tmp_path / "run").exists()

@@ -14,6 +14,7 @@ TransferQueue's validation partition (a stock agent loop drops verl's flag befor
 
 from __future__ import annotations
 
+import importlib
 import time
 from typing import Any
 
@@ -48,6 +49,28 @@ class GroupGate(RewardGate):
         super().__init__(coact_config(config), url, error)
 
 
+#: verl's classic trainer feeds the reward manager through this agent-loop manager (or a subclass of it)
+CLASSIC_MANAGER = "coact_verl.adapters.classic.CoActClassicAgentLoopManager"
+
+
+def check_classic_manager(config: Any) -> None:
+    """On verl's classic trainer (``trainer.use_v1=false``) only CoAct's agent-loop manager tells this reward manager
+    a row's place in its group, the step and whether it is validation; without it every group would wait out its
+    timeout. Raise, naming the setting, when another manager is configured."""
+    if (config.get("trainer") or {}).get("use_v1", True):
+        return
+    fqn = (OmegaConf.select(config, "actor_rollout_ref.rollout.agent") or {}).get("agent_loop_manager_class")
+    if fqn:
+        module, _, name = str(fqn).rpartition(".")
+        bases = getattr(importlib.import_module(module), name).__mro__
+        if CLASSIC_MANAGER in {f"{base.__module__}.{base.__qualname__}" for base in bases}:
+            return
+    raise ValueError(
+        "reward.reward_manager.name=coact on verl's classic trainer (trainer.use_v1=false) needs CoAct's agent-loop "
+        f"manager: set actor_rollout_ref.rollout.agent.agent_loop_manager_class={CLASSIC_MANAGER} (configured: {fqn})"
+    )
+
+
 def gate_handle(config: Any) -> Any:
     """The job's gate actor, started with ``config`` (verl's job config) unless it runs already."""
     job = OmegaConf.to_container(config, resolve=True)
@@ -71,6 +94,7 @@ class CoActRewardManager(RewardManagerBase):
 
     def __init__(self, config, tokenizer, compute_score=None, reward_router_address=None, reward_model_tokenizer=None):
         super().__init__(config, tokenizer, compute_score)
+        check_classic_manager(config)
         self.coact = coact_config(config)
         self.group_size = int(config.actor_rollout_ref.rollout.n)
         self._gate = None

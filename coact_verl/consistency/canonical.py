@@ -24,8 +24,8 @@ import re
 from dataclasses import dataclass
 from fractions import Fraction
 
-from coact_verl.config import TASKS
 from coact_verl.consistency.extract import MAX_ANSWER_CHARS, scientific_number
+from coact_verl.tasks import TASKS
 
 PERCENT_POLICIES = ("strip", "fraction", "keep")
 #: Decimal places at which a written decimal is compared with an exact value (math-verify's ``float_rounding``).

@@ -42,14 +42,15 @@ import asyncio
 import collections
 import threading
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
-from coact_verl.config import TASKS, ConsistencyConfig
+from coact_verl.config import ConsistencyConfig
 from coact_verl.consistency.canonical import Canonical, canonicalize, numbers_equal
 from coact_verl.consistency.evaluate import Approx, approximate, definitely_different
 from coact_verl.consistency.greedy import LRU, MISSING, FormGroup
 from coact_verl.consistency.pool import HardTimeoutPool
 from coact_verl.consistency.verify_worker import ParsedAnswer, init_worker, parse_answer, values_differ, verify_pair
+from coact_verl.tasks import TASKS
 
 
 class _Need(NamedTuple):
@@ -302,8 +303,8 @@ class AnswerClusterer:
         quick = self._quick(a, b, task)
         if quick is not None:
             return quick
-        pa = None if a.is_number else self._parsed_of(a.text)
-        pb = None if b.is_number else self._parsed_of(b.text)
+        pa: Any = None if a.is_number else self._parsed_of(a.text)  # ParsedAnswer, None (no parse) or MISSING
+        pb: Any = None if b.is_number else self._parsed_of(b.text)
         missing = tuple(t for t, p in ((a.text, pa), (b.text, pb)) if p is MISSING)
         if missing:
             return _Need(parse=missing)
@@ -363,7 +364,8 @@ class AnswerClusterer:
         pairs = list(dict.fromkeys(pair for need in needs for pair in need.verify))
         if not pairs:
             return
-        blobs = [(self._scratch[g].blob, self._scratch[p].blob) for g, p in pairs]
+        parsed = {t: cast(ParsedAnswer, self._scratch[t]) for pair in pairs for t in pair}  # both sides parsed
+        blobs = [(parsed[g].blob, parsed[p].blob) for g, p in pairs]
         outcomes = self._get_pool().map(verify_pair, blobs)
         self._counts["verifies"] += len(pairs)
         for pair, outcome in zip(pairs, outcomes, strict=True):

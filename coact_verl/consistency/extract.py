@@ -32,7 +32,7 @@ from __future__ import annotations
 import re
 from fractions import Fraction
 
-from coact_verl.config import TASKS
+from coact_verl.tasks import TASKS
 
 #: Characters at the end of a response that are searched for the final answer.
 TAIL_CHARS = 8192

@@ -62,7 +62,9 @@ class FormGroup(Generic[F]):
     cursor: int = 0
 
     @classmethod
-    def from_answers(cls, answers: Sequence[str | None], form: Callable[[str], F], key: Callable[[F], Hashable]):
+    def from_answers(
+        cls, answers: Sequence[str | None], form: Callable[[str], F], key: Callable[[F], Hashable]
+    ) -> FormGroup[F]:
         """Group ``answers`` by ``key(form(answer))``; ``None`` answers belong to no form."""
         if isinstance(answers, str):
             raise TypeError("a group must be a sequence of answers, not a single string")

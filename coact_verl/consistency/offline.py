@@ -29,10 +29,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from coact_verl.config import TASKS, ConsistencyConfig
+from coact_verl.config import ConsistencyConfig
 from coact_verl.consistency.equivalence import AnswerClusterer
 from coact_verl.consistency.extract import extract_answer
 from coact_verl.consistency.groups import label_clusters, rewards_for_cluster, score_groups
+from coact_verl.tasks import TASKS
 
 
 def score_rollouts(
@@ -187,7 +188,7 @@ def _accumulate(totals: dict[str, Any], row: dict[str, Any]) -> None:
 
 def add_score_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``score`` on an ``argparse`` subparsers object; the parsed args carry ``func=run_score_command``."""
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "score",
         help="score saved rollouts offline (majority, agreement, entropy, rewards)",
         description="Score JSONL rollouts {id, responses, gold?} with the training-time answer clustering.",
@@ -225,7 +226,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="coact_verl.consistency.offline")
     add_score_subcommand(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(argv)
-    return args.func(args)
+    code: int = args.func(args)
+    return code
 
 
 if __name__ == "__main__":

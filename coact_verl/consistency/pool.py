@@ -161,7 +161,7 @@ class HardTimeoutPool:
         self.timeout_s = float(timeout_s)
         self.startup_timeout_s = float(startup_timeout_s)
         self.stats = PoolStats()
-        self._ctx = multiprocessing.get_context(start_method)
+        self._ctx: Any = multiprocessing.get_context(start_method)  # a spawn or forkserver context
         self._preload = tuple(preload)
         self._initializer = initializer
         self._memory_mb = int(memory_mb)
@@ -317,7 +317,7 @@ class HardTimeoutPool:
             if not waiting:
                 continue
             deadlines = [self._deadline(w) for w in self._workers if w.chunk is not None or not w.ready]
-            ready = wait(list(waiting), timeout=max(0.0, min(deadlines) - time.monotonic()))
+            ready: list[Any] = wait(list(waiting), timeout=max(0.0, min(deadlines) - time.monotonic()))
             for conn in ready:
                 slot = waiting[conn]
                 w = self._workers[slot]

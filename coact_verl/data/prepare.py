@@ -14,12 +14,32 @@ import re
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypedDict
 
 from coact_verl.data.synthetic import arithmetic_problems
 from coact_verl.records import PromptRow
 from coact_verl.tasks import prompt_id
 
+if TYPE_CHECKING:
+    import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not installed
+
 DATASETS = ("gsm8k", "math", "math500", "ocw", "arithmetic")
+
+
+class SourceRow(TypedDict):
+    """One problem of a source dataset: its question and its worked solution (the gold answer is in it)."""
+
+    question: str
+    solution: str
+
+
+class GoldRow(TypedDict):
+    """One row of ``<split>_gold.parquet``."""
+
+    prompt_id: str
+    answer: str
+    data_source: str
+    split: str
 
 
 @dataclass(frozen=True)
@@ -89,7 +109,7 @@ def _last_boxed(text: str) -> str | None:
     return None
 
 
-def _read_jsonl(path: Path) -> Iterator[dict]:
+def _read_jsonl(path: Path) -> Iterator[dict[str, Any]]:
     with path.open(encoding="utf-8") as handle:
         for line_no, line in enumerate(handle, 1):
             if line.strip():
@@ -99,7 +119,7 @@ def _read_jsonl(path: Path) -> Iterator[dict]:
                     raise ValueError(f"{path}:{line_no}: invalid JSON ({error})") from error
 
 
-def load_rows(dataset: str, src: str | None, split: str) -> list[dict]:
+def load_rows(dataset: str, src: str | None, split: str) -> list[SourceRow]:
     """Rows ``{question, solution}`` of one split from a local file/folder or a hub dataset name."""
     if dataset == "arithmetic":
         seed = {"train": 0, "test": 1}.get(split, 2)
@@ -112,16 +132,16 @@ def load_rows(dataset: str, src: str | None, split: str) -> list[dict]:
     if path.is_dir():
         path = path / f"{split}.jsonl"
     if path.exists():
-        raw: Iterable[dict] = _read_jsonl(path)
+        raw: Iterable[dict[str, Any]] = _read_jsonl(path)
     elif Path(src).exists():
         raise FileNotFoundError(f"{dataset}: no {split}.jsonl in {src}")
     else:  # a hub name, for users who are online
-        from datasets import load_dataset
+        from datasets import load_dataset  # type: ignore[import-untyped]  # datasets ships no py.typed
 
         name_args = ("main",) if dataset == "gsm8k" else ()
         raw = load_dataset(src or spec.hub_name, *name_args, split=split)
     layouts = MATH_LAYOUTS if spec.task == "math" else ((spec.question_field, spec.answer_field),)
-    rows = []
+    rows: list[SourceRow] = []
     for record in raw:
         fields = next((pair for pair in layouts if pair[0] in record and pair[1] in record), None)
         if fields is None:
@@ -131,10 +151,13 @@ def load_rows(dataset: str, src: str | None, split: str) -> list[dict]:
     return rows
 
 
-def to_verl_rows(dataset: str, rows: list[dict], split: str, labelled: bool) -> tuple[list[dict], list[dict]]:
+def to_verl_rows(
+    dataset: str, rows: list[SourceRow], split: str, labelled: bool
+) -> tuple[list[dict[str, Any]], list[GoldRow]]:
     """(verl rows, gold rows). ``labelled`` keeps the gold in ``reward_model`` (evaluation splits only)."""
     spec = SPECS.get(dataset) or SourceSpec("coact/arithmetic", "gsm8k", "", "", "", ())
-    verl_rows, gold_rows = [], []
+    verl_rows: list[dict[str, Any]] = []
+    gold_rows: list[GoldRow] = []
     for index, row in enumerate(rows):
         answer = final_answer(row["solution"], spec.task)
         pid = prompt_id(spec.data_source, row["question"])
@@ -188,7 +211,7 @@ def prepare(
     return written
 
 
-def _write_parquet(frame, path: Path) -> Path:
+def _write_parquet(frame: pd.DataFrame, path: Path) -> Path:
     """Write atomically: a reader never sees a half-written file."""
     tmp = path.with_suffix(".parquet.tmp")
     frame.to_parquet(tmp, index=False)

@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import random
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from coact_verl.data.synthetic import arithmetic_problems
 from coact_verl.tasks import build_generation_prompt
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2ForCausalLM
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -26,12 +30,20 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-def train_chat_tokenizer(out_dir: Path, corpus: list[str], *, split_digits: bool = False, vocab_size: int = 512):
+def train_chat_tokenizer(
+    out_dir: Path, corpus: list[str], *, split_digits: bool = False, vocab_size: int = 512
+) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE on ``corpus`` and save it with the ChatML template as a fast HF tokenizer in ``out_dir``.
 
     ``split_digits`` makes every digit its own token (arithmetic a small model can learn digit by digit).
     """
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from tokenizers import (  # type: ignore[import-untyped]  # tokenizers ships no py.typed
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     tokenizer = Tokenizer(models.BPE())
@@ -49,7 +61,8 @@ def train_chat_tokenizer(out_dir: Path, corpus: list[str], *, split_digits: bool
         show_progress=False,
     )
     tokenizer.train_from_iterator(corpus, trainer=trainer)
-    fast = PreTrainedTokenizerFast(
+    # transformers leaves the fast tokenizer's __init__ unannotated
+    fast = PreTrainedTokenizerFast(  # type: ignore[no-untyped-call]
         tokenizer_object=tokenizer,
         bos_token=None,
         eos_token="<|im_end|>",
@@ -62,7 +75,9 @@ def train_chat_tokenizer(out_dir: Path, corpus: list[str], *, split_digits: bool
     return fast
 
 
-def tiny_qwen2(tokenizer, hidden_size: int, num_layers: int, max_positions: int):
+def tiny_qwen2(
+    tokenizer: PreTrainedTokenizerBase, hidden_size: int, num_layers: int, max_positions: int
+) -> Qwen2ForCausalLM:
     """A randomly initialised Qwen2: intermediate size twice ``hidden_size``, 4 heads, 2 KV heads, tied embeddings."""
     from transformers import Qwen2Config, Qwen2ForCausalLM
 
@@ -79,20 +94,23 @@ def tiny_qwen2(tokenizer, hidden_size: int, num_layers: int, max_positions: int)
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    return Qwen2ForCausalLM(config)
+    return Qwen2ForCausalLM(config)  # type: ignore[no-untyped-call]  # transformers leaves __init__ unannotated
 
 
-def save_model(model, tokenizer, out_dir: Path) -> None:
+def save_model(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, out_dir: Path) -> None:
     """Save ``model`` with a sampling generation config that stops at the tokenizer's end-of-turn token."""
     from transformers import GenerationConfig
 
-    model.generation_config = GenerationConfig(
+    # transformers leaves GenerationConfig.__init__ unannotated
+    model.generation_config = GenerationConfig(  # type: ignore[no-untyped-call]
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, do_sample=True
     )
     model.save_pretrained(out_dir)
 
 
-def chat_sft_batch(tokenizer, examples: list[tuple[list[dict[str, str]], str]]):
+def chat_sft_batch(
+    tokenizer: PreTrainedTokenizerBase, examples: list[tuple[list[dict[str, str]], str]]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """``(input_ids, attention_mask, labels)``, shapes ``(B, T)``, for ``(messages, target)`` pairs; labels cover the
     target (and its end-of-turn token) only."""
     rows, masks = [], []
@@ -140,7 +158,7 @@ def build_tiny_model(
     return out
 
 
-def _warm_up(model, tokenizer, steps: int, seed: int) -> None:
+def _warm_up(model: torch.nn.Module, tokenizer: PreTrainedTokenizerBase, steps: int, seed: int) -> None:
     """Supervised fine-tuning on chat-formatted problem/solution pairs (loss on the solution only)."""
     rng = random.Random(seed)
     problems = arithmetic_problems(4000, seed=seed + 1)

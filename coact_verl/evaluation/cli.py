@@ -6,7 +6,6 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 from coact_verl.evaluation.generate import BACKENDS, BackendUnavailableError, SamplingSettings
 from coact_verl.evaluation.problems import EVAL_DATASETS
@@ -18,7 +17,7 @@ SRC_HELP = (
 )
 
 
-def add_eval_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+def add_eval_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``eval`` on an ``argparse`` subparsers object; parsed args carry ``func=run_eval_command``."""
     parser = subparsers.add_parser(
         "eval",

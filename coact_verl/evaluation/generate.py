@@ -103,18 +103,24 @@ def _sample_hf(
     model_path: str, tokenizer: Any, prompt_ids: list[list[int]], settings: SamplingSettings, progress: bool
 ) -> list[list[str]]:
     import torch
-    from tqdm.auto import tqdm
+    from tqdm.auto import tqdm  # type: ignore[import-untyped]  # types-tqdm is not installed
     from transformers import AutoModelForCausalLM, GenerationConfig
 
     device = "cuda" if torch.cuda.is_available() else "cpu"
     dtype = torch.bfloat16 if device == "cuda" else torch.float32
-    model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype).to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype)
+        # transformers types PreTrainedModel.to through functools.wraps, which drops the bound self
+        .to(device)  # type: ignore[arg-type]
+        .eval()
+    )
     eos = model.generation_config.eos_token_id
     if eos is None:
         eos = tokenizer.eos_token_id
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else _first(eos)
     greedy = settings.temperature == 0
-    config = GenerationConfig(
+    # transformers leaves GenerationConfig.__init__ unannotated
+    config = GenerationConfig(  # type: ignore[no-untyped-call]
         max_new_tokens=settings.max_new_tokens,
         do_sample=not greedy,
         temperature=None if greedy else settings.temperature,
@@ -151,7 +157,7 @@ def _sample_hf(
 def _sample_vllm(
     model_path: str, prompt_ids: list[list[int]], settings: SamplingSettings, progress: bool
 ) -> list[list[str]]:
-    from vllm import LLM, SamplingParams
+    from vllm import LLM, SamplingParams  # type: ignore[import-not-found]  # vllm is an optional GPU extra
 
     llm = LLM(model=model_path, seed=settings.seed)
     params = SamplingParams(

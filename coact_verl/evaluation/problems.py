@@ -63,7 +63,7 @@ def load_problems(dataset: str, src: str, limit: int | None = None) -> list[Eval
 
 
 def _from_parquet(path: Path) -> list[EvalProblem]:
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not installed
 
     if not path.is_file():
         raise FileNotFoundError(f"parquet not found: {path}")

@@ -36,9 +36,10 @@ from __future__ import annotations
 import math
 from collections.abc import Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import NamedTuple
+from typing import NamedTuple, TypeAlias
 
 import numpy as np
+from numpy.typing import NDArray
 
 _TINY = 1e-300
 _MU_MIN = 0.5 + 1e-6
@@ -50,6 +51,10 @@ class Vote(NamedTuple):
     user: Hashable
     picked_a: bool
     a_better: bool | None = None
+
+
+VoteLike: TypeAlias = "Vote | tuple[Hashable, bool] | tuple[Hashable, bool, bool | None]"
+"""A :class:`Vote` or a plain ``(user, picked_a[, a_better])`` tuple."""
 
 
 @dataclass
@@ -75,7 +80,7 @@ class AttentivenessResult:
     n_votes: dict[Hashable, int] = field(default_factory=dict)
 
 
-def _as_votes(votes: Sequence[Vote | tuple]) -> list[Vote]:
+def _as_votes(votes: Sequence[VoteLike]) -> list[Vote]:
     return [v if isinstance(v, Vote) else Vote(*v) for v in votes]
 
 
@@ -94,7 +99,7 @@ def _kinds(votes: Sequence[Vote]) -> np.ndarray:
     return kinds
 
 
-def _posterior(eta: np.ndarray, ell: np.ndarray) -> np.ndarray:
+def _posterior(eta: NDArray[np.float64], ell: NDArray[np.float64]) -> NDArray[np.float64]:
     """γ = η ℓ / (η ℓ + (1 − η)/2); broadcasts ``eta (U, 1)`` against ``ell (4,)``."""
     num = eta * ell
     return num / np.maximum(num + (1.0 - eta) / 2.0, _TINY)
@@ -149,7 +154,7 @@ def _fit(
 
 
 def estimate_attentiveness(
-    votes: Sequence[Vote | tuple],
+    votes: Sequence[VoteLike],
     mu: float | None,
     *,
     init_eta: float = 0.5,
@@ -230,7 +235,7 @@ def estimate_attentiveness_from_counts(
 
 
 def vote_weights(
-    votes: Sequence[Vote | tuple], result: AttentivenessResult, mode: str = "eta", unknown_eta: float = 0.0
+    votes: Sequence[VoteLike], result: AttentivenessResult, mode: str = "eta", unknown_eta: float = 0.0
 ) -> np.ndarray:
     """Loss weight per vote, shape ``(N,)``.
 
@@ -247,7 +252,7 @@ def vote_weights(
     raise ValueError(f"mode must be 'eta' or 'posterior', got {mode!r}")
 
 
-def filter_votes(votes: Sequence[Vote | tuple], result: AttentivenessResult, threshold: float = 0.5) -> list[Vote]:
+def filter_votes(votes: Sequence[VoteLike], result: AttentivenessResult, threshold: float = 0.5) -> list[Vote]:
     """Votes of users with η̂ ≥ ``threshold`` (users absent from ``result`` are dropped)."""
     return [v for v in _as_votes(votes) if result.eta.get(v.user, -1.0) >= threshold]
 

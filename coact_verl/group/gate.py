@@ -2,12 +2,16 @@
 
 :class:`RewardGate` is where the n responses of a training prompt meet: a
 :class:`~coact_verl.group.gather.SiblingBarrier` in front of a :class:`~coact_verl.group.labeler.GroupLabeler`.
-One instance serves a whole job (the drop-in reward manager runs it in one Ray actor). :func:`score_alone` scores
+One instance serves a whole job (the drop-in reward manager runs it in one Ray actor), so it also moves the oracle
+service's run to each new training step (nothing else does on this path): the service charges every query to the
+run's current step, and its per-step budget counts per step only when the step moves. :func:`score_alone` scores
 a validation response against its row's ground truth, without the group.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +21,8 @@ from coact_verl.consistency import AnswerClusterer, extract_answer
 from coact_verl.group.gather import GroupTimeout, SiblingBarrier
 from coact_verl.group.labeler import GroupLabeler, GroupOutcome, GroupRequest
 from coact_verl.records import PromptRow, ResponseInfo
+
+logger = logging.getLogger(__name__)
 
 
 class GateSetupError(RuntimeError):
@@ -47,6 +53,9 @@ class RewardGate:
         self.labeler = GroupLabeler(config, oracle_url=oracle_url)
         self.barrier: SiblingBarrier[Arrival, GroupOutcome] = SiblingBarrier(self._label, config.group.reward_timeout_s)
         self._numbered: dict[str, int] = {}  # uid -> responses numbered so far (callers without session ids)
+        self.service_step = 0  # the largest training step the service's run was asked to move to
+        self.step_failures = 0  # moves to a new step the service did not confirm (outage, error)
+        self._step_lock = asyncio.Lock()
 
     def ready(self) -> str | None:
         """``None`` when the gate can label, else the oracle set-up error."""
@@ -70,8 +79,35 @@ class RewardGate:
                 self._numbered.pop(uid, None)
         return delivery.outcome.response_info(delivery.index, prompt_id).replace(group_complete=True)
 
+    async def advance_service_step(self, step: int) -> None:
+        """Move the oracle service's run to training step ``step`` when it is past every step seen so far (never
+        back: late groups of an earlier step stay on the newer one). One try per step, bounded by
+        ``config.oracle.max_wait_s`` seconds; a failure is counted in :attr:`step_failures` and logged, and queries
+        are then charged to the step the service is still at."""
+        client = self.labeler.oracle_client()
+        if client is None or step <= self.service_step:
+            return
+        async with self._step_lock:  # the step's queries wait until the service is on it
+            if step <= self.service_step:
+                return
+            try:
+                moved = await client.set_step(step)
+            except Exception:  # noqa: BLE001 - an unreadable answer must not fail the group
+                logger.debug("set_step(%d) failed", step, exc_info=True)
+                moved = None
+            self.service_step = step
+            if moved is None:
+                self.step_failures += 1
+                logger.warning(
+                    "oracle service did not move this run to training step %d (%d such failures so far): its queries"
+                    " are charged to the step the service is still at",
+                    step,
+                    self.step_failures,
+                )
+
     async def _label(self, uid: str, arrivals: Sequence[Arrival]) -> GroupOutcome:
         head = arrivals[0]
+        await self.advance_service_step(head.step)
         responses = tuple(a.response for a in arrivals)
         request = GroupRequest.from_row(head.row, uid, self.config.consistency.task, head.step, responses)
         return await self.labeler.label(request)

@@ -166,7 +166,8 @@ class GroupLabeler:
         self._step: int | None = None
         self._lock = asyncio.Lock()
 
-    def _oracle_client(self) -> Any:
+    def oracle_client(self) -> Any:
+        """The oracle client (made on first use), or ``None`` without an oracle URL."""
         if self._oracle is None and self.oracle_url:
             from coact_verl.oracle.client import OracleClient
 
@@ -253,7 +254,7 @@ class GroupLabeler:
 
     async def _ask_oracle(self, request: GroupRequest, stats: GroupStats, task: str) -> tuple[str, str | None, int]:
         """(status, label answer, label cluster). Candidates are the clusters, largest first."""
-        client = self._oracle_client()
+        client = self.oracle_client()
         if client is None:
             return "no_oracle", None, -1
         from coact_verl.oracle.client import make_key

@@ -248,7 +248,7 @@ def serve(args: argparse.Namespace) -> int:
     return 0 if server.started else 1
 
 
-def add_oracle_subcommand(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+def add_oracle_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``oracle serve`` on a CLI's subparsers; the leaf parser sets ``func`` (call ``args.func(args)``)."""
     oracle = subparsers.add_parser("oracle", help="the oracle label service")
     actions = oracle.add_subparsers(dest="oracle_command", required=True)
@@ -267,4 +267,5 @@ def main(argv: list[str] | None = None) -> int:
     serve_parser.set_defaults(func=serve)
     args = parser.parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    return args.func(args)
+    code: int = args.func(args)  # the leaf parser's ``func``: serve
+    return code

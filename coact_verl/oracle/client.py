@@ -7,8 +7,8 @@ import logging
 import random
 import threading
 import time
-from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Coroutine, Iterable, Mapping
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import httpx
 
@@ -32,6 +32,7 @@ __all__ = [
     "stop_local_service",
 ]
 log = logging.getLogger("coact_verl.oracle.client")
+_T = TypeVar("_T")
 _RETRY_STATUS = {408, 425, 429, 500, 502, 503, 504}
 
 
@@ -108,7 +109,7 @@ def handshake(
         headers[RUN_HEADER] = str(run_id)
     resp = call("GET", "/v1/handshake")
     _raise_for_handshake(resp, where)
-    info = resp.json()
+    info: dict[str, Any] = resp.json()
     if opened is not None:
         info["run"]["resumed"] = opened["resumed"]
     if info.get("needs_gold") and not info.get("gold"):
@@ -425,7 +426,7 @@ class SyncOracleClient:
 
         self.client: OracleClient = self._run(make())
 
-    def _run(self, coro: Any) -> Any:
+    def _run(self, coro: Coroutine[Any, Any, _T]) -> _T:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def query(self, **kwargs: Any) -> OracleResult:

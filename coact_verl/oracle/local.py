@@ -9,12 +9,24 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypedDict
 
 import httpx
 
 if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
     from coact_verl.config import OracleConfig
+
+
+class StartOptions(TypedDict, total=False):
+    """Keyword arguments of :func:`start_local_service` that :func:`start_from_config` passes through."""
+
+    port: int
+    host: str
+    admin_token: str | None
+    startup_timeout_s: float
+    log_path: str | None
 
 
 def start_local_service(
@@ -74,7 +86,9 @@ def start_local_service(
     raise RuntimeError(f"oracle service not healthy within {startup_timeout_s} s: {cmd}")
 
 
-def start_from_config(config: OracleConfig, **kwargs: object) -> tuple[str, subprocess.Popen[bytes]]:
+def start_from_config(
+    config: OracleConfig, *, extra_args: Sequence[str] = (), **kwargs: Unpack[StartOptions]
+) -> tuple[str, subprocess.Popen[bytes]]:
     """:func:`start_local_service` with the settings of an :class:`~coact_verl.config.OracleConfig`.
 
     The service gets the config's trainer token (:meth:`~coact_verl.config.OracleConfig.resolved_token`; the
@@ -83,7 +97,7 @@ def start_from_config(config: OracleConfig, **kwargs: object) -> tuple[str, subp
     token = config.resolved_token()
     if not token:
         raise ValueError("no trainer token: set coact.oracle.token or $COACT_ORACLE_TRAINER_TOKEN")
-    extra = [*config.serve_args, *kwargs.pop("extra_args", ())]  # type: ignore[misc]
+    extra = [*config.serve_args, *extra_args]
     return start_local_service(
         config.db_path or "oracle.sqlite",
         backend=config.backend,
@@ -91,7 +105,7 @@ def start_from_config(config: OracleConfig, **kwargs: object) -> tuple[str, subp
         budget_total=config.budget_total,
         trainer_token=token,
         extra_args=extra,
-        **kwargs,  # type: ignore[arg-type]
+        **kwargs,
     )
 
 

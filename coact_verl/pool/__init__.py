@@ -20,7 +20,6 @@ from coact_verl.pool.generation import (
     GenerationRound,
     admit,
     admit_threshold,
-    build_generation_prompt,
     clean_generated_text,
     parse_generated_question,
     run_generation_round,
@@ -33,7 +32,7 @@ from coact_verl.pool.pool import (
     PromptPool,
     to_verl_row,
 )
-from coact_verl.tasks import TASK_INSTRUCTIONS
+from coact_verl.tasks import TASK_INSTRUCTIONS, build_generation_prompt
 
 __all__ = [
     "ADMIT_REASONS",

@@ -27,8 +27,10 @@ import math
 import re
 import unicodedata
 from dataclasses import dataclass
+from typing import cast
 
 import numpy as np
+from numpy.typing import NDArray
 
 # Characters kept by the normaliser although Unicode calls them punctuation: they change a problem's meaning.
 _MATH_PUNCT = set("-/*()[]{}\\%#&@_")
@@ -100,13 +102,14 @@ def similarity(text_a: str, text_b: str, ngram: int = 5) -> float:
     return jaccard(shingles(normalize_text(text_a), ngram), shingles(normalize_text(text_b), ngram))
 
 
-def _mix64(x: np.ndarray) -> np.ndarray:
+def _mix64(x: NDArray[np.uint64]) -> NDArray[np.uint64]:
     """splitmix64 finaliser, elementwise on uint64 (wrapping arithmetic)."""
     x = x ^ (x >> np.uint64(30))
     x = x * np.uint64(0xBF58476D1CE4E5B9)
     x = x ^ (x >> np.uint64(27))
     x = x * np.uint64(0x94D049BB133111EB)
-    return x ^ (x >> np.uint64(31))
+    # uint64 in, uint64 out; numpy's stubs type uint64 shifts and products as Any
+    return cast("NDArray[np.uint64]", x ^ (x >> np.uint64(31)))
 
 
 def choose_bands(threshold: float, num_perm: int, recall: float = 0.99) -> tuple[int, int]:
@@ -221,12 +224,13 @@ class DedupIndex:
     def __contains__(self, key: object) -> bool:
         return key in self._row_of
 
-    def signature(self, shingle_hashes: np.ndarray) -> np.ndarray:
+    def signature(self, shingle_hashes: np.ndarray) -> NDArray[np.uint64]:
         """MinHash signature of a shingle array, shape ``(num_perm,)`` (all ones-bits for an empty text)."""
         if shingle_hashes.size == 0:
             return np.full(self.num_perm, _MASK64, dtype=np.uint64)
         x = shingle_hashes.astype(np.uint64)[None, :]
-        return ((self._a[:, None] * x + self._b[:, None]) >> np.uint64(32)).min(axis=1)
+        # uint64 products, shifts and min stay uint64; numpy's stubs type them as Any
+        return cast("NDArray[np.uint64]", ((self._a[:, None] * x + self._b[:, None]) >> np.uint64(32)).min(axis=1))
 
     def _sketch(self, shingle_hashes: np.ndarray) -> tuple[list[int], np.ndarray]:
         """Band keys (one per band) and the low byte of every MinHash value (the cached signature)."""

@@ -12,7 +12,7 @@ from coact_verl.report.logs import ReportInputError
 
 def add_report_subcommand(subparsers: Any) -> argparse.ArgumentParser:
     """Register ``report`` on an ``argparse`` subparsers object; parsed args carry ``func=run_report_command``."""
-    parser = subparsers.add_parser(
+    parser: argparse.ArgumentParser = subparsers.add_parser(
         "report",
         help="plot a training run's metrics (verl file-logger JSONL) into PNGs and report.md",
         description=(

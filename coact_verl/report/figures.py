@@ -19,6 +19,7 @@ from coact_verl.report.study import ArmCurve, KindAccuracy
 LINESTYLES = ("-", "--", ":", "-.")
 ROUTE_COLORS = {"self": "tab:green", "oracle": "tab:blue", "drop": "tab:gray"}
 DPI = 110
+LEGEND_INSIDE_MAX = 6  # legends with more entries go to the right of the axes
 
 
 @dataclass(frozen=True)
@@ -71,12 +72,13 @@ def plot_calibration_eval(evals: Sequence[tuple[str, list[CalibrationPoint]]], o
     ax.set_xlabel("agreement (largest answer cluster / n)")
     ax.set_ylabel("majority answer correct (share of prompts)")
     _finish(ax, "Majority correctness vs agreement (marker area ~ prompts)", legend=True)
+    drawn = ", ".join(f"`{name}` ({sum(p.count for p in points)} problems)" for name, points in evals)
     return _save(
         fig,
         out_dir / "calibration_eval.png",
         title,
         "One point per agreement level over the problems of each `eval.json`: the share whose majority answer "
-        "matches the gold answer. Points on the diagonal mean agreement is a calibrated confidence.",
+        f"matches the gold answer. Points on the diagonal mean agreement is a calibrated confidence. Drawn: {drawn}.",
     )
 
 
@@ -120,7 +122,7 @@ def plot_budget(runs: Sequence[RunLog], out_dir: Path) -> FigureResult:
 def plot_accuracy(runs: Sequence[RunLog], out_dir: Path) -> FigureResult:
     """Validation accuracy (verl's ``val-core`` keys) and the training responses' gold accuracy over steps."""
     title = "Accuracy"
-    lines = []
+    lines: list[tuple[RunLog, str, str, str, str | None]] = []  # (run, key, label, line style, marker)
     for run in runs:
         for key in keys.validation_keys(run.keys()):
             lines.append((run, key, f"val {keys.short_validation_name(key)}", "-", "o"))
@@ -212,7 +214,11 @@ def _finish(ax: Any, title: str, legend: bool) -> None:
     ax.set_title(title, fontsize=10)
     ax.grid(alpha=0.3)
     if legend:
-        ax.legend(fontsize=7)
+        entries = len(ax.get_legend_handles_labels()[1])
+        if entries > LEGEND_INSIDE_MAX:  # beside the axes, where it hides no line
+            ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0)
+        else:
+            ax.legend(fontsize=7)
 
 
 def _diagonal(ax: Any) -> None:

@@ -60,6 +60,20 @@ def is_step_record(record: Any) -> bool:
     )
 
 
+def is_generation_dump(path: Path) -> bool:
+    """Whether ``path`` is one of verl's generation dumps (``trainer.rollout_data_dir`` or
+    ``validation_data_dir``): JSON lines with ``input`` and ``output`` per sampled response."""
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            if line.strip():
+                try:
+                    record = json.loads(line)
+                except json.JSONDecodeError:
+                    return False
+                return isinstance(record, dict) and "input" in record and "output" in record
+    return False
+
+
 def read_run_log(path: Path, name: str | None = None) -> RunLog | None:
     """The run logged in ``path``, or ``None`` when the file is not a file-logger JSONL."""
     run = RunLog(name or path.stem, path)
@@ -92,16 +106,24 @@ def find_run_logs(run_dir: Path) -> tuple[list[RunLog], list[str]]:
     if not run_dir.is_dir():
         raise ReportInputError(f"run folder not found: {run_dir}")
     candidates = sorted(run_dir.rglob("*.jsonl"))
-    runs, notes = [], []
+    runs: list[RunLog] = []
+    notes: list[str] = []
+    dumps: dict[str, int] = {}  # folder -> generation dumps in it
     for path in candidates:
         name = path.relative_to(run_dir).with_suffix("").as_posix()
         run = read_run_log(path, name)
-        if run is None:
+        if run is None and is_generation_dump(path):
+            folder = path.parent.relative_to(run_dir).as_posix()
+            dumps[folder] = dumps.get(folder, 0) + 1
+        elif run is None:
             notes.append(f"`{name}.jsonl` skipped: not in the file logger's {{step, data}} shape")
         else:
             runs.append(run)
             if run.bad_lines:
                 notes.append(f"`{name}.jsonl`: {run.bad_lines} unreadable line(s) skipped")
+    if dumps:
+        folders = ", ".join(f"`{folder}/` ({count})" for folder, count in sorted(dumps.items()))
+        notes.append(f"verl generation dumps (responses, not metrics) not read: {folders}")
     if not runs:
         found = f"{len(candidates)} .jsonl file(s), none" if candidates else "no .jsonl file"
         raise ReportInputError(

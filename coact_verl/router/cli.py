@@ -29,13 +29,16 @@ import tempfile
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from coact_verl.config import ROUTER_POLICIES, RouterConfig
 from coact_verl.router.bands import GroupView, budget_for_step
 from coact_verl.router.router import Router
+
+if TYPE_CHECKING:
+    from coact_verl.router.embedding import Embedder
 
 
 def _read(path: Path) -> list[dict[str, Any]]:
@@ -109,7 +112,7 @@ def route_rollouts(
     shuffle: bool = False,
     announce: bool = True,
     task: str | None = None,
-    embedder: Any = None,
+    embedder: Embedder | None = None,
     budget_total: int | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """Route scored rows as training would; returns (one record per row, summary).
@@ -223,7 +226,7 @@ def route_rollouts(
     return records, summary
 
 
-def add_route_subcommand(subparsers: Any) -> argparse.ArgumentParser:
+def add_route_subcommand(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> argparse.ArgumentParser:
     """Register ``route`` on an ``argparse`` subparsers object (``func=run_route_command``)."""
     parser = subparsers.add_parser(
         "route",

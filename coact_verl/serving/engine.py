@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from transformers import LogitsProcessor, LogitsProcessorList, StoppingCriteria, StoppingCriteriaList
@@ -72,7 +72,7 @@ class _Watch(StoppingCriteria):
 
     def __init__(
         self,
-        decode: Any,
+        decode: Callable[[torch.Tensor], str],
         prompt_len: int,
         deadline: float | None,
         cancel: threading.Event | None,
@@ -93,7 +93,10 @@ class _Watch(StoppingCriteria):
             if any(s in text for s in self.stop) or (self.json_object and json_object_end(text) is not None):
                 self.reason = "text"
         done = self.reason is not None
-        return torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        # dtype=torch.bool: a BoolTensor, which torch's stubs cannot tell from the dtype argument
+        return cast(
+            torch.BoolTensor, torch.full((input_ids.shape[0],), done, dtype=torch.bool, device=input_ids.device)
+        )
 
 
 class _FirstTokenIn(LogitsProcessor):
@@ -107,7 +110,7 @@ class _FirstTokenIn(LogitsProcessor):
             return scores
         masked = torch.full_like(scores, float("-inf"))
         masked[:, self.allowed] = scores[:, self.allowed]
-        return masked
+        return cast(torch.FloatTensor, masked)  # full_like keeps the float dtype of ``scores``
 
 
 class ChatEngine:
@@ -137,7 +140,8 @@ class ChatEngine:
         return [int(i) for i in ids]
 
     def _decode(self, ids: torch.Tensor | Sequence[int]) -> str:
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
+        text: str = self.tokenizer.decode(ids, skip_special_tokens=True)
+        return text
 
     def _json_start_ids(self) -> torch.Tensor:
         """Ids of the tokens that open a JSON object without closing it (``{`` after optional whitespace)."""
@@ -259,11 +263,16 @@ def load_engine(
 
     if dtype not in DTYPES:
         raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {dtype!r}")
-    extra = {"gguf_file": gguf_file} if gguf_file else {}
+    extra: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
     # A GGUF tokenizer is always converted to a fast one; naming the class spares a second parse of the file.
     tokenizer_class = PreTrainedTokenizerFast if gguf_file else AutoTokenizer
     tokenizer = tokenizer_class.from_pretrained(str(path), **extra)
-    model = AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], **extra).to(device).eval()
+    model = (
+        AutoModelForCausalLM.from_pretrained(str(path), dtype=DTYPES[dtype], **extra)
+        # transformers types PreTrainedModel.to through functools.wraps, which drops the bound self
+        .to(device)  # type: ignore[arg-type]
+        .eval()
+    )
     for role, token in (("eos", eos_token), ("pad", pad_token)):
         if token is None:
             continue

@@ -30,7 +30,8 @@ class StepBatch:
 class StepHook(Protocol):
     """A piece of step-end work. ``state_file``: the file name of its state in a checkpoint, or ``None``."""
 
-    state_file: str | None
+    @property
+    def state_file(self) -> str | None: ...  # read-only, so a hook may narrow it to ``str`` or ``None``
 
     def after_step(self, batch: StepBatch) -> dict[str, float]:
         """Learn from the finished step; returns metrics for it."""

@@ -20,7 +20,7 @@ def load_gold(path: str | None) -> dict[str, str]:
     """``{prompt_id: answer}`` from a gold parquet/jsonl written by ``coact-verl prepare``; empty without a path."""
     if not path:
         return {}
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]  # pandas-stubs is not installed
 
     frame = pd.read_json(path, lines=True) if str(path).endswith(".jsonl") else pd.read_parquet(path)
     return dict(zip(frame["prompt_id"].astype(str), frame["answer"].astype(str), strict=True))

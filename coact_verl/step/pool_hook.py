@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from coact_verl import metric_keys as keys
 from coact_verl.config import GenerationConfig
@@ -24,6 +24,9 @@ from coact_verl.pool import LateLabelTracker, PromptPool, run_generation_round
 from coact_verl.records import SOURCE_ORACLE, ResponseInfo
 from coact_verl.step.hooks import StepBatch
 from coact_verl.tasks import prompt_text
+
+if TYPE_CHECKING:
+    from coact_verl.consistency import AnswerClusterer
 
 #: Label pages read per step at most (``PAGE`` labels each); the rest is read in the next steps.
 MAX_PAGES = 10
@@ -51,11 +54,26 @@ class TextSampler(Protocol):
         ...
 
 
+class TokenOutput(Protocol):
+    """What an LLM server client's ``generate`` returns: the generated token ids."""
+
+    @property
+    def token_ids(self) -> Sequence[int]: ...
+
+
+class LLMServerClient(Protocol):
+    """An LLM server client, as verl's rollout servers expose it (``get_llm_client()``)."""
+
+    async def generate(
+        self, request_id: str, *, prompt_ids: list[int], sampling_params: dict[str, Any]
+    ) -> TokenOutput: ...
+
+
 class ChatSampler:
     """:class:`TextSampler` over an LLM server client (``await client.generate(request_id, prompt_ids=,
     sampling_params=)`` with ``.token_ids``, as verl's rollout servers answer) and a chat tokenizer."""
 
-    def __init__(self, client: Any, tokenizer: Any) -> None:
+    def __init__(self, client: LLMServerClient, tokenizer: Any) -> None:
         self.client, self.tokenizer = client, tokenizer
 
     def _ids(self, messages: list[dict[str, str]]) -> list[int]:
@@ -143,7 +161,7 @@ class PoolHook:
         self,
         step: int,
         sampler: TextSampler,
-        clusterer: Any,
+        clusterer: AnswerClusterer,
         *,
         n: int,
         answer_params: Mapping[str, Any],
@@ -158,7 +176,7 @@ class PoolHook:
         def answer_prompt(question: str) -> list[dict[str, str]]:
             return [{"role": "user", "content": prompt_text(question, self.task)}]
 
-        async def write_questions(prompts: list[list[dict]]) -> list[str]:
+        async def write_questions(prompts: list[list[dict[str, str]]]) -> list[str]:
             tokens = int(self.config.max_question_tokens)
             return list(await asyncio.gather(*[sampler.complete(p, WRITE_SAMPLING, tokens) for p in prompts]))
 

@@ -8,6 +8,7 @@ Validation problems are held out: no validation question occurs in the training 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from coact_verl.records import PromptRow
 from coact_verl.tasks import prompt_id
@@ -16,9 +17,12 @@ from coact_verl.testbed.tasks import TestbedConfig, TestbedProblem, sample_probl
 TRAIN_SEED, TEST_SEED = 101, 202
 
 
-def verl_rows(problems: list[TestbedProblem], split: str, labelled: bool) -> tuple[list[dict], list[dict]]:
+def verl_rows(
+    problems: list[TestbedProblem], split: str, labelled: bool
+) -> tuple[list[dict[str, Any]], list[dict[str, str]]]:
     """(verl rows, gold rows); ``labelled`` keeps the gold in ``reward_model`` (the validation split)."""
-    rows, gold = [], []
+    rows: list[dict[str, Any]] = []
+    gold: list[dict[str, str]] = []
     for index, problem in enumerate(problems):
         pid = prompt_id(problem.data_source, problem.question)
         row = PromptRow(
@@ -39,7 +43,7 @@ def write_testbed_data(
     out_dir: str | Path, cfg: TestbedConfig | None = None, train_count: int = 2048, test_count: int = 240
 ) -> dict[str, Path]:
     """Write ``train.parquet``/``train_gold.parquet`` and ``test.parquet``/``test_gold.parquet``; return the paths."""
-    import pandas as pd
+    import pandas as pd  # type: ignore[import-untyped]
 
     cfg = cfg or TestbedConfig()
     out = Path(out_dir)

@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import random
 import time
+from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from coact_verl.data.tiny import chat_sft_batch, save_model, tiny_qwen2, train_chat_tokenizer
-from coact_verl.testbed.tasks import TestbedConfig, sample_problems, warmup_problems
+from coact_verl.testbed.tasks import TestbedConfig, TestbedProblem, sample_problems, warmup_problems
 
 WARMUP_FILE = "testbed_warmup.json"  # next to the weights: the knobs and warm-up settings it was built with
 
@@ -66,7 +68,9 @@ def build_testbed_model(
     return out
 
 
-def warm_up(model, tokenizer, cfg: TestbedConfig, steps: int, batch_size: int, lr: float, seed: int) -> float:
+def warm_up(
+    model: torch.nn.Module, tokenizer: Any, cfg: TestbedConfig, steps: int, batch_size: int, lr: float, seed: int
+) -> float:
     """Supervised fine-tuning on the warm-up corpus; returns the mean loss of the last 20 steps."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a small model: one thread is faster than several contending for cores
@@ -76,7 +80,9 @@ def warm_up(model, tokenizer, cfg: TestbedConfig, steps: int, batch_size: int, l
         torch.set_num_threads(threads)
 
 
-def _fit(model, tokenizer, cfg: TestbedConfig, steps: int, batch_size: int, lr: float, seed: int) -> float:
+def _fit(
+    model: torch.nn.Module, tokenizer: Any, cfg: TestbedConfig, steps: int, batch_size: int, lr: float, seed: int
+) -> float:
     rng = random.Random(seed)
     corpus = warmup_problems(max(4000, steps * batch_size // 4), cfg, seed=seed + 1)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0)
@@ -93,15 +99,19 @@ def _fit(model, tokenizer, cfg: TestbedConfig, steps: int, batch_size: int, lr: 
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         schedule.step()
-        losses.append(float(loss))
+        losses.append(loss.detach().item())
     model.eval()
     return sum(losses[-20:]) / max(len(losses[-20:]), 1)
 
 
 @torch.no_grad()
 def sample_answers(
-    model_dir: str | Path, problems, samples: int = 8, temperature: float = 1.0, max_new_tokens: int = 32
-):
+    model_dir: str | Path,
+    problems: Sequence[TestbedProblem],
+    samples: int = 8,
+    temperature: float = 1.0,
+    max_new_tokens: int = 32,
+) -> list[tuple[str, list[str]]]:
     """For each problem: (greedy answer text, list of ``samples`` sampled response texts).
 
     A quick offline probe of the warmed-up model (no verl), used by tests and the testbed's calibration check.
@@ -109,7 +119,8 @@ def sample_answers(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(model_dir)
-    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+    model: Any = AutoModelForCausalLM.from_pretrained(model_dir)
+    model.eval()
     tokenizer.padding_side = "left"
     prompts = [
         tokenizer.apply_chat_template(
@@ -128,7 +139,11 @@ def sample_answers(
     sampled = model.generate(
         **enc, do_sample=True, temperature=temperature, top_k=0, top_p=1.0, num_return_sequences=samples, **common
     )
-    decode = lambda rows: tokenizer.batch_decode(rows[:, width:], skip_special_tokens=True)  # noqa: E731
+
+    def decode(rows: torch.Tensor) -> list[str]:
+        texts: list[str] = tokenizer.batch_decode(rows[:, width:], skip_special_tokens=True)
+        return texts
+
     greedy_text, sampled_text = decode(greedy), decode(sampled)
     return [(greedy_text[i], sampled_text[i * samples : (i + 1) * samples]) for i in range(len(problems))]
 

@@ -164,7 +164,8 @@ def sample_problems(
     rng = random.Random(seed)
     weights = kind_weights(cfg)
     kinds, probs = list(weights), list(weights.values())
-    seen, problems = set(exclude), []
+    seen = set(exclude)
+    problems: list[TestbedProblem] = []
     for _ in range(count * 50):
         if len(problems) == count:
             break

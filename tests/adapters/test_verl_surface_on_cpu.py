@@ -65,3 +65,17 @@ def test_the_check_fails_when_an_attribute_is_no_longer_set(monkeypatch):
     assert surface_problems() == [
         "verl.single_controller.base.worker_group.WorkerGroup.__init__._dispatch_info: no longer set there"
     ]
+
+
+def test_the_transfer_queue_names_the_reward_manager_reads_are_still_verls():
+    """The drop-in reward manager finds V1's validation prompts by TransferQueue's controller actor (name,
+    namespace) and verl's validation partition id: both are names inside verl and transfer_queue, not API."""
+    import transfer_queue.interface
+    from verl.trainer.ppo.v1 import agent_loop_tq
+
+    from coact_verl.adapters.reward_manager import TQ_CONTROLLER, VALIDATION_PARTITION
+
+    controller_source = inspect.getsource(transfer_queue.interface)
+    name, namespace = TQ_CONTROLLER
+    assert f'name="{name}", namespace="{namespace}"' in controller_source
+    assert f'"train" if not validate else "{VALIDATION_PARTITION}"' in inspect.getsource(agent_loop_tq)

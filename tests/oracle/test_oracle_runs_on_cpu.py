@@ -168,3 +168,31 @@ def test_the_handshake_route_reports_the_run(service_factory):
     ).json()
     assert reply["run"] == {**info["run"], "resumed": None} and reply["run"]["max_candidates"] == 8
     assert info["run"]["resumed"] is False
+
+
+def test_a_fresh_generation_takes_the_older_ones_pending_human_queries_off_the_queue(service_factory):
+    """Annotators are served the run that is training: a fresh run of the same name fails (and refunds) the
+    pending queries of the generation it supersedes; other names' queries stay queued."""
+    svc = service_factory("--budget-total", "5", backend="human")
+    with svc.client(ADMIN) as admin:
+        annotator = admin.post("/v1/annotators", json={"name": "a"}).json()["token"]
+    old = handshake(svc.url, TRAINER, run_name="proj/exp")
+    other = handshake(svc.url, TRAINER, run_name="proj/other")
+    with _client(svc, old) as client:
+        assert client.query(**query_body(1)).status == "pending"
+        assert client.budget()["spent"] == 1
+    with _client(svc, other) as client:
+        assert client.query(**query_body(2)).status == "pending"
+    fresh = handshake(svc.url, TRAINER, run_name="proj/exp")
+    with _client(svc, fresh) as client:
+        assert client.query(**query_body(3)).status == "pending"
+    with svc.client(annotator) as person:
+        served = []
+        while (task := person.get("/v1/tasks/next").json()["task"]) is not None:
+            served.append(task["prompt"])
+            assert person.post(f"/v1/tasks/{task['query_id']}/answer", json={"correct": [0]}).status_code == 200
+    assert served == [query_body(2)["prompt"], query_body(3)["prompt"]]
+    with sqlite3.connect(svc.db) as conn:
+        statuses = dict(conn.execute("SELECT key, status FROM queries WHERE run_id = ?", (old["run"]["id"],)))
+        (spent,) = conn.execute("SELECT spent FROM runs WHERE id = ?", (old["run"]["id"],)).fetchone()
+    assert statuses == {"k1": "failed"} and spent == 0

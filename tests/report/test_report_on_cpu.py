@@ -164,3 +164,20 @@ def test_per_kind_accuracy_of_a_study_is_drawn(tmp_path):
     assert main(["report", str(tmp_path)]) == 0
     _assert_png(tmp_path / "report" / "label_efficiency_kinds.png")
     assert "](label_efficiency_kinds.png)" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_generation_dumps_get_one_note_and_evaluations_are_named(tmp_path):
+    """A demo-like run folder: verl's rollout/validation dumps beside the metrics, two eval.json files."""
+    _write_jsonl(tmp_path / "metrics.jsonl", _coact_run(2))
+    dump = [{"input": "user\n1+1?", "output": "#### 2", "gts": "", "score": 1.0, "step": 1, "uid": "a_0_0"}]
+    for name in ("rollouts/1.jsonl", "rollouts/2.jsonl", "validation/0.jsonl"):
+        _write_jsonl(tmp_path / name, dump)
+    for name, count in (("eval_before", 3), ("eval_after", 2)):
+        rows = [{"agreement": 1.0, "majority_correct": True}] * count
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "eval.json").write_text(json.dumps({"rows": rows}))
+    assert main(["report", str(tmp_path)]) == 0
+    markdown = (tmp_path / "report" / "report.md").read_text()
+    assert "- verl generation dumps (responses, not metrics) not read: `rollouts/` (2), `validation/` (1)" in markdown
+    assert "skipped" not in markdown
+    assert "Drawn: `eval_after` (2 problems), `eval_before` (3 problems)." in markdown

@@ -81,7 +81,8 @@ def resolve_equivalence(spec: str) -> Equivalence | None:
     module, _, attr = spec.partition(":")
     if not attr:
         raise ValueError(f"equivalence must be 'consistency', 'exact' or 'module:function', got {spec!r}")
-    return getattr(importlib.import_module(module), attr)
+    equivalence: Equivalence = getattr(importlib.import_module(module), attr)
+    return equivalence
 
 
 def _verify(settings: OracleSettings) -> dict[str, Any]:

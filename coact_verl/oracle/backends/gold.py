@@ -6,10 +6,13 @@ import asyncio
 import math
 import re
 import threading
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, cast
 
 from coact_verl.oracle.backends.base import Candidate, LabelQuery, LabelResult, accepted_answer
+
+if TYPE_CHECKING:
+    from coact_verl.consistency import AnswerClusterer
 
 Equivalence = Callable[[str, str], bool]
 Extractor = Callable[[str, str], "str | None"]
@@ -37,7 +40,7 @@ class _Clusterer:
     def __init__(self, lanes: int = 2, timeout_s: float = 5.0) -> None:
         if lanes < 1 or timeout_s <= 0:
             raise ValueError("math-verify lanes must be >= 1 and its timeout > 0")
-        self._lanes: list[Any] = [None] * lanes
+        self._lanes: list[AnswerClusterer | None] = [None] * lanes
         self._busy = [0] * lanes
         self._timeout_s = timeout_s
         self._lock = threading.Lock()
@@ -55,15 +58,16 @@ class _Clusterer:
     def same_many_now(self, pairs: list[tuple[str, str]], task: str) -> list[bool | None] | None:
         return self._get(0).same_many_now(pairs, task)  # in-process only: no worker is used
 
-    def _get(self, lane: int) -> Any:
+    def _get(self, lane: int) -> AnswerClusterer:
         with self._lock:
-            if self._lanes[lane] is None:
+            clusterer = self._lanes[lane]
+            if clusterer is None:
                 from coact_verl.config import ConsistencyConfig
                 from coact_verl.consistency import AnswerClusterer
 
                 config = ConsistencyConfig(verify_workers=1, verify_timeout_s=self._timeout_s)
-                self._lanes[lane] = AnswerClusterer(config)
-            return self._lanes[lane]
+                clusterer = self._lanes[lane] = AnswerClusterer(config)
+            return clusterer
 
     def close(self) -> None:
         with self._lock:
@@ -111,15 +115,13 @@ class GoldBackend:
         self._offload = equivalent is None if offload is None else offload
         self.inline = offload is not True  # see ``offload``
 
-    def verify(self, candidates: list[Candidate] | tuple[Candidate, ...], gold: str, task: str) -> tuple[bool, ...]:
+    def verify(self, candidates: Sequence[Candidate], gold: str, task: str) -> tuple[bool, ...]:
         """Per-candidate correctness against ``gold`` (a candidate with no answer is incorrect)."""
         verdicts = self._verify(candidates, gold, task, now=False)
         assert verdicts is not None
         return verdicts
 
-    def _verify(
-        self, candidates: list[Candidate] | tuple[Candidate, ...], gold: str, task: str, now: bool
-    ) -> tuple[bool, ...] | None:
+    def _verify(self, candidates: Sequence[Candidate], gold: str, task: str, now: bool) -> tuple[bool, ...] | None:
         """:meth:`verify`; with ``now``, ``None`` unless the default equivalence decides every answer in-process."""
         extract = self._extract
         answers = [
@@ -127,15 +129,17 @@ class GoldBackend:
         ]
         distinct = sorted({a for a in answers if a is not None})
         pairs = [(gold, a) for a in distinct]
+        verdicts: Sequence[bool | None] | None
         if self._fixed is not None:
-            verdicts: list[bool] | list[bool | None] | None = [bool(self._fixed(gold, a)) for a in distinct]
+            verdicts = [bool(self._fixed(gold, a)) for a in distinct]
         elif now:
-            verdicts = self._clusterer.same_many_now(pairs, task)  # type: ignore[union-attr]
+            # Without a fixed equivalence the constructor always builds the clusterer.
+            verdicts = cast(_Clusterer, self._clusterer).same_many_now(pairs, task)
             if verdicts is None or None in verdicts:
                 return None
         else:
-            verdicts = self._clusterer.same_many(pairs, task)  # type: ignore[union-attr]
-        same = dict(zip(distinct, verdicts, strict=True))  # type: ignore[arg-type]
+            verdicts = cast(_Clusterer, self._clusterer).same_many(pairs, task)
+        same = dict(zip(distinct, verdicts, strict=True))
         return tuple(a is not None and bool(same[a]) for a in answers)
 
     async def truth(self, query: LabelQuery) -> tuple[bool, ...]:

@@ -137,7 +137,8 @@ class LLMJudgeBackend:
         reference = query.gold if self.with_gold else None
         messages = build_messages(query, reference, few_shot=self.few_shot)
         status: JudgeStatus = "unavailable"
-        detail, invalid, replies = "no attempt", None, []
+        detail, invalid = "no attempt", None
+        replies: list[str] = []
         for attempt in range(self.retries + 1):
             if attempt and invalid is None:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1) * random.uniform(0.5, 1.5))

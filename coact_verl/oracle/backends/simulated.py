@@ -6,7 +6,7 @@ import hashlib
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from coact_verl.oracle.backends.base import LabelQuery, LabelResult, accepted_answer
 from coact_verl.oracle.backends.gold import Equivalence, GoldBackend
@@ -121,7 +121,8 @@ class SimulatedBackend:
     def label_now(self, query: LabelQuery) -> LabelResult | None:
         """Synchronous :meth:`label` (for ``inline`` use); ``None`` when the truth needs math-verify's pool."""
         truth = self._gold.label_now(query)
-        return None if truth is None else self._noisy(truth.correct, query)
+        # The gold backend's verdicts are all bools (a candidate with no answer is incorrect, never ``None``).
+        return None if truth is None else self._noisy(cast("tuple[bool, ...]", truth.correct), query)
 
     def _noisy(self, truth: tuple[bool, ...], query: LabelQuery) -> LabelResult:
         index, verdicts = self.pool.judge(query.key, truth)

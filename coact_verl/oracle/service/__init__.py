@@ -1,11 +1,13 @@
 """The oracle HTTP service (FastAPI + SQLite)."""
 
+from typing import Any
+
 from coact_verl.oracle.service.settings import OracleSettings
 
 __all__ = ["OracleSettings", "create_app"]
 
 
-def __getattr__(name: str):  # the app factory imports FastAPI; load it only when asked
+def __getattr__(name: str) -> Any:  # the app factory imports FastAPI; load it only when asked
     if name == "create_app":
         from coact_verl.oracle.service.app import create_app
 

@@ -8,6 +8,7 @@ import sqlite3
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
+from typing import TYPE_CHECKING, cast
 
 from coact_verl.oracle.backends.base import LabelQuery
 
@@ -21,7 +22,11 @@ class AnnotatorOps:
     """Needs ``conn``, ``_tx()``, ``_query(conn, id)`` and ``_refund(conn, id)`` from the store it is
     mixed into."""
 
-    conn: sqlite3.Connection
+    if TYPE_CHECKING:
+
+        @property
+        def conn(self) -> sqlite3.Connection: ...  # read-only on the store (one connection per thread)
+
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _query: Callable[[sqlite3.Connection, int], LabelQuery]
     _refund: Callable[[sqlite3.Connection, int], None]
@@ -34,7 +39,7 @@ class AnnotatorOps:
                 "INSERT INTO annotators (name, token_hash, created_at) VALUES (?, ?, ?)",
                 (name, token_hash(token), time.time()),
             )
-            return int(cur.lastrowid), token  # type: ignore[arg-type]
+            return int(cast(int, cur.lastrowid)), token  # an INSERT's cursor always has a row id
 
     def annotator_id(self, hashed: str) -> int | None:
         """Annotator id for a hashed token."""

@@ -76,7 +76,9 @@ def create_app(settings: OracleSettings) -> FastAPI:
             store.close()
 
     # Bound request bodies where this FastAPI version can (413 beyond); field limits bound them anyway.
-    limit = {"max_body_size": MAX_BODY_BYTES} if "max_body_size" in inspect.signature(FastAPI).parameters else {}
+    limit: dict[str, Any] = (
+        {"max_body_size": MAX_BODY_BYTES} if "max_body_size" in inspect.signature(FastAPI).parameters else {}
+    )
     app = FastAPI(
         title="coact-verl oracle",
         version=API_VERSION,

@@ -70,7 +70,7 @@ def require(*roles: str) -> Callable[..., Awaitable[Principal]]:
         token = token.strip()
         if scheme.lower() != "bearer" or not token:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "missing bearer token", {"WWW-Authenticate": "Bearer"})
-        principal = request.app.state.auth.identify(token)
+        principal: Principal | None = request.app.state.auth.identify(token)
         if principal is None:
             raise HTTPException(status.HTTP_401_UNAUTHORIZED, "unknown token", {"WWW-Authenticate": "Bearer"})
         if principal.role not in roles:

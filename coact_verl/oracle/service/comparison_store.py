@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from coact_verl.oracle.service.text_store import decode_candidates
 
@@ -76,7 +77,11 @@ def _shuffle_key() -> int:
 class ComparisonOps:
     """Needs ``conn`` and ``_tx()`` from the store it is mixed into (and ``_put`` of the feedback mixin)."""
 
-    conn: sqlite3.Connection
+    if TYPE_CHECKING:
+
+        @property
+        def conn(self) -> sqlite3.Connection: ...  # read-only on the store (one connection per thread)
+
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
 
     def create_comparisons(self, items: Sequence[NewComparison]) -> list[int]:
@@ -171,15 +176,16 @@ class ComparisonOps:
             return out
 
     @staticmethod
-    def leased_comparison(conn: sqlite3.Connection, annotator_id: int, ticket: str) -> tuple | None:
+    def leased_comparison(conn: sqlite3.Connection, annotator_id: int, ticket: str) -> tuple[Any, ...] | None:
         """``(voted, prompt_id, prompt, task, response_a, response_b, stronger, better)`` of a ticket leased to
         ``annotator_id``, else ``None``."""
-        return conn.execute(
+        row: tuple[Any, ...] | None = conn.execute(
             "SELECT l.voted, c.prompt_id, c.prompt, c.task, c.response_a, c.response_b, c.stronger, c.better"
             " FROM comparison_leases l JOIN comparisons c ON c.id = l.comparison WHERE l.ticket = ?"
             " AND l.annotator = ?",
             (ticket, annotator_id),
         ).fetchone()
+        return row
 
     def comparison_count(self) -> tuple[int, int]:
         """(comparisons, controls among them)."""

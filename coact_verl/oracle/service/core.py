@@ -9,8 +9,8 @@ import functools
 import logging
 import sqlite3
 import time
-from collections.abc import Callable
-from typing import Any, TypeVar
+from collections.abc import Callable, MutableMapping
+from typing import Any, TypeVar, cast
 
 from coact_verl.oracle.backends import Backend, BackendError, Candidate, LabelQuery, LabelResult
 from coact_verl.oracle.service.db import (
@@ -24,7 +24,7 @@ from coact_verl.oracle.service.db import (
     check_label,
 )
 from coact_verl.oracle.service.group_commit import GroupCommit
-from coact_verl.oracle.service.schemas import BudgetOut, LabelOut, QueryIn, QueryOut
+from coact_verl.oracle.service.schemas import BudgetOut, LabelOut, QueryIn, QueryOut, QueryStatus
 
 log = logging.getLogger("coact_verl.oracle")
 _T = TypeVar("_T")
@@ -43,7 +43,11 @@ def label_out(label: LabelResult) -> LabelOut:
 
 
 def _name(fn: Callable[..., Any]) -> str:
-    return getattr(fn, "__name__", None) or getattr(getattr(fn, "func", None), "__name__", "?")
+    name: str | None = getattr(fn, "__name__", None)
+    if name:
+        return name
+    inner: str = getattr(getattr(fn, "func", None), "__name__", "?")  # a functools.partial's function
+    return inner
 
 
 class OracleCore:
@@ -71,7 +75,8 @@ class OracleCore:
         self.store, self.backend, self._threads, self.lease_s = store, backend, db_threads, lease_s
         self.max_candidates = max_candidates
         self._background: set[asyncio.Task[Any]] = set()
-        self.metrics: collections.Counter[str] = collections.Counter()
+        # A Counter (an unknown name reads 0) whose values are counts and, for ``*_seconds_total``, float seconds.
+        self.metrics = cast("MutableMapping[str, float]", collections.Counter())
         self._inflight: dict[int, asyncio.Future[LabelResult | None]] = {}
         # Fast synchronous backends label inside the charging transaction (one write per batch of queries).
         labeller = getattr(backend, "label_now", None) if getattr(backend, "inline", False) else None
@@ -134,7 +139,8 @@ class OracleCore:
                 budget = await self.db(self.store.budget, run_id)
                 return QueryOut(query_id=0, status="failed", label=None, budget=budget_out(budget))
             if res.status != "labeling":
-                return self._out(res, res.status, res.label)
+                # Every stored status but the internal "labeling" is one the API reports.
+                return self._out(res, cast(QueryStatus, res.status), res.label)
             label = await self._label_once(res.query)
             if label is not None:
                 return self._out(res, "labeled", label)
@@ -145,10 +151,10 @@ class OracleCore:
         raise RuntimeError("query state kept changing; try again")
 
     @staticmethod
-    def _out(res: Reservation, status: str, label: LabelResult | None) -> QueryOut:
+    def _out(res: Reservation, status: QueryStatus, label: LabelResult | None) -> QueryOut:
         return QueryOut(
             query_id=res.query.query_id,
-            status=status,  # type: ignore[arg-type]
+            status=status,
             label=None if label is None else label_out(label),
             budget=budget_out(res.budget),
         )

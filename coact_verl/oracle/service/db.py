@@ -184,7 +184,8 @@ class Store(Connections, RunOps, AnnotatorOps, FeedbackOps, ComparisonOps):
 
     def gold_count(self) -> int:
         """Number of prompts with a gold answer."""
-        return self.conn.execute("SELECT COUNT(*) FROM gold").fetchone()[0]
+        count: int = self.conn.execute("SELECT COUNT(*) FROM gold").fetchone()[0]
+        return count
 
     # -- queries and labels ----------------------------------------------------------------------------------------
     def reserve(

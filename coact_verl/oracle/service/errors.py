@@ -9,6 +9,7 @@ numbers become strings, unpaired surrogates escapes) and truncated.
 from __future__ import annotations
 
 import math
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -87,7 +88,7 @@ _REFUSALS = (
 )
 
 
-def _refusal(status: int, counter: str | None):
+def _refusal(status: int, counter: str | None) -> Callable[[Request, Exception], Awaitable[JSONResponse]]:
     """An exception handler answering ``status`` with the exception's message (counted in ``counter``)."""
 
     async def handler(request: Request, exc: Exception) -> JSONResponse:

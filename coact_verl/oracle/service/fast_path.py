@@ -17,7 +17,7 @@ from coact_verl.oracle.service.auth import ADMIN, TRAINER
 from coact_verl.oracle.service.db import CandidateLimit, KeyConflict, RunNotFound
 from coact_verl.oracle.service.guard import replay_body
 from coact_verl.oracle.service.run_store import RUN_HEADER, run_from_header
-from coact_verl.oracle.service.schemas import QueryIn
+from coact_verl.oracle.service.schemas import QueryIn, QueryOut
 
 _PATH = "/v1/queries"
 _RUN_HEADER = RUN_HEADER.encode()
@@ -73,7 +73,7 @@ class QueriesFastPath:
         except ValidationError:
             return None
         try:
-            out = await state.core.submit(query, run_from_header(run))
+            out: QueryOut = await state.core.submit(query, run_from_header(run))
         except (sqlite3.OperationalError, KeyConflict, RunNotFound, CandidateLimit):
             return None  # the route answers these (503, 409, 404, 422)
         return out.model_dump_json().encode()

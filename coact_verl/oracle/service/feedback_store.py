@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from coact_verl.feedback.pairs_from_votes import EditRecord, VoteRecord
 from coact_verl.oracle.service.comparison_store import UnknownTicket, VoteConflict
@@ -67,7 +68,7 @@ class StoredFeedback:
     record: VoteRecord | EditRecord
 
 
-def _record(row: tuple) -> StoredFeedback:
+def _record(row: tuple[Any, ...]) -> StoredFeedback:
     fid, kind, annotator, key, created_at, stronger, picked, better, prompt_id, task, prompt, first, second = row
     if kind == "vote":
         record: VoteRecord | EditRecord = VoteRecord(
@@ -81,13 +82,22 @@ def _record(row: tuple) -> StoredFeedback:
 class FeedbackOps:
     """Needs ``conn`` and ``_tx()`` from the store it is mixed into."""
 
-    conn: sqlite3.Connection
+    if TYPE_CHECKING:
+
+        @property
+        def conn(self) -> sqlite3.Connection: ...  # read-only on the store (one connection per thread)
+
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
-    leased_comparison: Callable[[sqlite3.Connection, int, str], tuple | None]
+    leased_comparison: Callable[[sqlite3.Connection, int, str], tuple[Any, ...] | None]
 
     @staticmethod
     def _put(
-        conn: sqlite3.Connection, kind: str, annotator_id: int, key: str, values: tuple, ticket: str | None = None
+        conn: sqlite3.Connection,
+        kind: str,
+        annotator_id: int,
+        key: str,
+        values: tuple[Any, ...],
+        ticket: str | None = None,
     ) -> StoredFeedback:
         row = conn.execute(
             f"SELECT {_COLUMNS}, ticket FROM feedback WHERE annotator = ? AND kind = ? AND key = ?",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 
@@ -13,12 +14,14 @@ def load_gold_file(path: str | Path) -> dict[str, str]:
     """
     path = Path(path)
     if path.suffix == ".parquet":
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # type: ignore[import-untyped]  # pyarrow ships no type information
 
         table = pq.read_table(path, columns=["prompt_id", "answer"])
-        pairs = zip(table.column("prompt_id").to_pylist(), table.column("answer").to_pylist(), strict=True)
+        pairs: Iterator[tuple[object, object]] = zip(
+            table.column("prompt_id").to_pylist(), table.column("answer").to_pylist(), strict=True
+        )
     elif path.suffix in (".jsonl", ".json"):
-        rows = []
+        rows: list[tuple[object, object]] = []
         with path.open(encoding="utf-8") as fh:
             for number, line in enumerate(fh, 1):
                 if line.strip():

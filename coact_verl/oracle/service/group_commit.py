@@ -28,7 +28,7 @@ class GroupCommit(Generic[_Item, _Result]):
 
     def __init__(
         self,
-        write_many: Callable[[Sequence[_Item]], list[_Result | BackendError]],
+        write_many: Callable[[Sequence[_Item]], Sequence[_Result | BackendError]],
         run: Callable[..., Awaitable[Any]],
         max_batch: int = 256,
     ) -> None:

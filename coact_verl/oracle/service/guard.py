@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import sys
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -176,7 +177,8 @@ class Guard:
             if task not in self._expired:
                 raise
             self._expired.discard(task)
-            task.uncancel()
+            if sys.version_info >= (3, 11):  # Python 3.10 has no cancellation count to undo
+                task.uncancel()
             await _reply(send, 408, f"body not received within {self.body_timeout_s:g} s")
             return
         finally:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+from typing import TYPE_CHECKING
 
 import h11
 from uvicorn.protocols.http.h11_impl import H11Protocol
@@ -32,7 +33,14 @@ def _from_env(name: str, default: float) -> float:
     return default
 
 
-class _HeadLimits:
+if TYPE_CHECKING:
+    # Type checkers see the mixin's ``super()`` calls resolve to the asyncio protocol methods that follow it in the MRO.
+    _ProtocolMixin = asyncio.Protocol
+else:
+    _ProtocolMixin = object
+
+
+class _HeadLimits(_ProtocolMixin):
     """The head deadline and size bound, shared by both parsers' protocols (needs their ``loop`` and
     ``transport``)."""
 
@@ -43,13 +51,13 @@ class _HeadLimits:
     _head_timer: asyncio.TimerHandle | None = None
     _head_bytes = 0
 
-    def connection_made(self, transport: asyncio.Transport) -> None:
-        super().connection_made(transport)  # type: ignore[misc]  # the parser's protocol, next in the MRO
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # the parser's protocol, next in the MRO
         self._start_head()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._end_head()
-        super().connection_lost(exc)  # type: ignore[misc]
+        super().connection_lost(exc)
 
     def _start_head(self) -> None:
         if self._head_timer is None:

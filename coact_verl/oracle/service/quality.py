@@ -26,7 +26,7 @@ class AnnotatorQuality:
             raise ValueError(f"vote mu must lie in (0.5, 1], got {mu}")
         self.mu = mu
         self._lock = threading.Lock()
-        self._cached: tuple[tuple, AttentivenessResult] | None = None
+        self._cached: tuple[tuple[tuple[int, tuple[int, int, int, int]], ...], AttentivenessResult] | None = None
 
     def estimate(self, counts: Counts) -> AttentivenessResult:
         """EM fit for ``counts`` ``{annotator: (ordinary stronger, ordinary weaker, control right, control wrong)}``."""

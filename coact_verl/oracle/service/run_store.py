@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from coact_verl.oracle.backends.base import BackendError
 
@@ -68,15 +69,23 @@ _RUN_FIELDS = "id, name, generation, step, max_candidates, created_at"
 
 
 class RunOps:
-    """Needs ``conn`` and ``_tx()`` from the store it is mixed into."""
+    """Needs ``conn``, ``_tx()`` and ``_refund(conn, id)`` from the store it is mixed into."""
 
-    conn: sqlite3.Connection
+    if TYPE_CHECKING:
+
+        @property
+        def conn(self) -> sqlite3.Connection: ...  # read-only on the store (one connection per thread)
+
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
+    _refund: Callable[[sqlite3.Connection, int], None]
 
     def open_run(self, name: str, *, resume: bool, max_candidates: int | None = None) -> tuple[RunInfo, bool]:
         """Open run ``name``: with ``resume`` its newest generation (a new one if there is none), else a new
         generation with the service's default budget. Returns ``(run, resumed)``. ``max_candidates`` sets the run's
-        cap on candidates per query (kept as stored when ``None``)."""
+        cap on candidates per query (kept as stored when ``None``).
+
+        A new generation supersedes the older ones: their pending human-queue queries fail and are refunded, so
+        annotators are not served prompts of a run nobody reads any more."""
         with self._tx() as conn:
             newest = conn.execute(
                 f"SELECT {_RUN_FIELDS} FROM runs WHERE name = ? ORDER BY generation DESC LIMIT 1", (name,)
@@ -88,6 +97,8 @@ class RunOps:
             else:
                 total, per_step = conn.execute("SELECT total, per_step FROM budget WHERE id = 1").fetchone()
                 generation = 1 if newest is None else newest[2] + 1
+                if newest is not None:
+                    self._fail_pending_of(conn, name)
                 run_id = conn.execute(
                     "INSERT INTO runs (name, generation, total, per_step, max_candidates, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -95,6 +106,21 @@ class RunOps:
                 ).lastrowid
                 resumed = False
             return self._run_info(conn, int(run_id)), resumed
+
+    def _fail_pending_of(self, conn: sqlite3.Connection, name: str) -> int:
+        """Fail and refund every pending query of the runs named ``name``; returns how many."""
+        rows = conn.execute(
+            "SELECT q.id, q.charged FROM queries q JOIN runs r ON r.id = q.run_id"
+            " WHERE r.name = ? AND q.status = 'pending'",
+            (name,),
+        ).fetchall()
+        for query_id, charged in rows:
+            if charged:
+                self._refund(conn, query_id)
+            conn.execute(
+                "UPDATE queries SET status = 'failed', charged = 0, assigned_to = NULL WHERE id = ?", (query_id,)
+            )
+        return len(rows)
 
     def run(self, run_id: int) -> RunInfo:
         """The run ``run_id``; raises :class:`RunNotFound`."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Literal, TypeAlias
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
@@ -21,13 +21,11 @@ def _storable(text: str) -> str:
     return text
 
 
-def _text(max_length: int, min_length: int = 0) -> type[str]:
-    return Annotated[str, Field(min_length=min_length, max_length=max_length), AfterValidator(_storable)]  # type: ignore[return-value]
-
-
-Key = _text(512, 1)
-Answer = _text(10_000)
-LongText = _text(200_000)
+# Bounded, storable text fields (lengths in characters).
+Key: TypeAlias = Annotated[str, Field(min_length=1, max_length=512), AfterValidator(_storable)]
+Answer: TypeAlias = Annotated[str, Field(min_length=0, max_length=10_000), AfterValidator(_storable)]
+LongText: TypeAlias = Annotated[str, Field(min_length=0, max_length=200_000), AfterValidator(_storable)]
+AnnotatorName: TypeAlias = Annotated[str, Field(min_length=1, max_length=200), AfterValidator(_storable)]
 
 
 class _Strict(BaseModel):
@@ -120,7 +118,7 @@ class GoldOut(BaseModel):
 class AnnotatorIn(_Strict):
     """A new annotator."""
 
-    name: _text(200, 1)  # type: ignore[valid-type]
+    name: AnnotatorName
 
 
 class AnnotatorOut(BaseModel):

@@ -11,6 +11,7 @@ import hashlib
 import json
 import sqlite3
 from collections.abc import Iterable, Sequence
+from typing import Any
 
 from coact_verl.oracle.backends.base import Candidate
 
@@ -43,7 +44,7 @@ def encode_candidates(candidates: Iterable[Candidate], conn: sqlite3.Connection 
 
 def decode_candidates(conn: sqlite3.Connection, stored: str) -> tuple[Candidate, ...]:
     """The candidates of a stored ``candidates`` column (long texts looked up)."""
-    rows: Sequence[list] = json.loads(stored)
+    rows: Sequence[list[Any]] = json.loads(stored)
     wanted = [r[1]["h"] for r in rows if isinstance(r[1], dict)]
     texts: dict[str, str] = {}
     if wanted:

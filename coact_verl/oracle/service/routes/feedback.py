@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Hashable
+from typing import Any, cast
 
 from fastapi import APIRouter, Depends, HTTPException, Query, Request, status
 
@@ -55,8 +56,10 @@ from coact_verl.oracle.service.quality import AnnotatorQuality
 from coact_verl.oracle.service.schemas import MAX_INT
 
 router = APIRouter(prefix="/v1", tags=["feedback"])
-_CONFLICT = {409: {"description": "key used before with another body, or ticket already voted on"}}
-_VOTE_ERRORS = {**_CONFLICT, 404: {"description": "ticket not leased to the caller"}}
+_CONFLICT: dict[int | str, dict[str, Any]] = {
+    409: {"description": "key used before with another body, or ticket already voted on"}
+}
+_VOTE_ERRORS: dict[int | str, dict[str, Any]] = {**_CONFLICT, 404: {"description": "ticket not leased to the caller"}}
 
 
 def _vote_out(stored: StoredFeedback, ticket: str) -> VoteOut:
@@ -134,14 +137,15 @@ async def next_comparisons(
 @router.post("/votes", response_model=VoteOut, responses=_VOTE_ERRORS)
 async def create_vote(body: VoteIn, request: Request, who: Principal = Depends(require(ANNOTATOR))) -> VoteOut:
     """Store the caller's vote on a leased comparison, once per key."""
-    stored = await _put_votes(request, who.annotator_id, [body])  # type: ignore[arg-type]
+    # require(ANNOTATOR) admits annotator principals only, and those always carry their id.
+    stored = await _put_votes(request, cast(int, who.annotator_id), [body])
     return _vote_out(stored[0], body.ticket)
 
 
 @router.post("/votes/batch", response_model=VotesOut, responses=_VOTE_ERRORS)
 async def create_votes(body: VotesIn, request: Request, who: Principal = Depends(require(ANNOTATOR))) -> VotesOut:
     """Store up to 1000 votes of the caller in one transaction, once per key."""
-    stored = await _put_votes(request, who.annotator_id, body.votes)  # type: ignore[arg-type]
+    stored = await _put_votes(request, cast(int, who.annotator_id), body.votes)  # an annotator's id, as above
     out = [_vote_out(s, v.ticket) for s, v in zip(stored, body.votes, strict=True)]
     return VotesOut(votes=out, created=sum(s.created for s in stored))
 
@@ -173,7 +177,7 @@ async def read_pairs(
     if records:  # counts read after the page: they cover its votes
         quality: AnnotatorQuality = request.app.state.quality
         weights = dict((await asyncio.to_thread(quality.estimate, await core.db(core.store.vote_counts))).eta)
-        weights.update(await core.db(core.store.annotator_trust))
+        weights.update((await core.db(core.store.annotator_trust)).items())
     threshold = request.app.state.settings.vote_min_eta if min_eta is None else min_eta
     pairs = []
     for record in records:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Depends, Query, Request, Response
 
 from coact_verl.oracle.service.auth import ADMIN, TRAINER, Principal, require
@@ -12,14 +14,14 @@ from coact_verl.oracle.service.schemas import MAX_INT, LabelOut, LabelRecord, La
 router = APIRouter(prefix="/v1", tags=["trainer"])
 
 
-_QUERY_ERRORS = {
+_QUERY_ERRORS: dict[int | str, dict[str, Any]] = {
     404: {"description": "unknown run (X-CoAct-Run header)"},
     409: {"description": "key used before with another body"},
     422: {"description": "invalid body, or more candidates than the run admits"},
 }
 
 
-@router.post("/queries", response_model=QueryOut, responses=_QUERY_ERRORS)  # type: ignore[arg-type]
+@router.post("/queries", response_model=QueryOut, responses=_QUERY_ERRORS)
 async def create_query(body: QueryIn, request: Request, _: Principal = Depends(require(TRAINER, ADMIN))) -> Response:
     """Ask for a label, charged to the run named by the ``X-CoAct-Run`` header (the default run without one) at
     the run's current step; automatic backends answer now, ``human`` answers ``pending``. Idempotent by ``key``

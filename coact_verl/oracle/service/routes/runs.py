@@ -8,7 +8,7 @@ from pydantic import BaseModel, Field
 from coact_verl.oracle.service.auth import ADMIN, TRAINER, Principal, require
 from coact_verl.oracle.service.core import OracleCore, budget_out
 from coact_verl.oracle.service.run_store import RUN_HEADER, RunInfo, run_from_header
-from coact_verl.oracle.service.schemas import API_VERSION, MAX_INT, BudgetOut, _Strict, _text
+from coact_verl.oracle.service.schemas import API_VERSION, MAX_INT, BudgetOut, Key, _Strict
 
 router = APIRouter(prefix="/v1", tags=["runs"])
 
@@ -18,7 +18,7 @@ class RunIn(_Strict):
     gets a new one: no spent budget, no labels), and the trainer's samples per prompt, which caps candidates per
     query in this run."""
 
-    name: _text(512, 1)  # type: ignore[valid-type]
+    name: Key
     resume: bool = False
     samples_per_prompt: int | None = Field(None, ge=1, le=4096)
 
