@@ -26,9 +26,9 @@ from typing import Any
 import ray
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
-from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
 from coact_verl.group.gather import SiblingBarrier
 from coact_verl.group.labeler import GroupLabeler, GroupRequest, feedback_infos
+from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import VALIDATE_KEY, PromptRow
 
 _BASE = AgentLoopWorkerTQ.__ray_actor_class__

@@ -3,7 +3,7 @@
 verl scores one response per ``run_single`` call. Training responses meet in one
 :class:`~coact_verl.group.gate.RewardGate` per job (a Ray actor, awaited, never a blocking ``ray.get``), which labels
 each group once; a response waits at most ``coact.group.reward_timeout_s`` seconds. The gate is the job's one oracle
-user: it runs the oracle set-up and handshake (:func:`~coact_verl.adapters.oracle_service.ensure_oracle_service`);
+user: it runs the oracle set-up and handshake (:func:`~coact_verl.oracle.job.ensure_oracle_service`);
 a misconfigured oracle stops the run with the handshake's message, at start-up on the classic trainer
 (:mod:`coact_verl.adapters.classic`), at the first scored response with verl's stock V1 agent loop.
 
@@ -24,10 +24,10 @@ from omegaconf import OmegaConf
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
-from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
 from coact_verl.consistency import AnswerClusterer
 from coact_verl.group.gate import Arrival, RewardGate, score_alone
 from coact_verl.oracle.client import OracleSetupError
+from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import PromptRow
 
 #: verl's V1 TransferQueue: its controller actor (name, namespace) and the partition of validation prompts.

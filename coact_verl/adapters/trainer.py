@@ -24,7 +24,7 @@ from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from coact_verl.adapters.checkpoint import HookStateCallback
-from coact_verl.adapters.oracle_service import coact_config, ensure_oracle_service
+from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.step import ChatSampler, MetricsHook, PoolHook, StepBatch, StepHook
 from coact_verl.step.hooks import after_step, load_states, rows_for_batch
 from coact_verl.step.metrics_hook import load_gold

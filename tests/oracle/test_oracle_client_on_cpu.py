@@ -211,7 +211,7 @@ def test_serve_without_a_trainer_token_generates_and_prints_one(tmp_path, gold_f
 @pytest.fixture
 def trainer_side(monkeypatch):
     """``ensure_oracle_service`` with a clean per-process cache; stops every service it started."""
-    from coact_verl.adapters import oracle_service
+    from coact_verl.oracle import job as oracle_service
 
     monkeypatch.setattr(oracle_service, "_checked", {})
     monkeypatch.setattr(oracle_service, "_started", [])

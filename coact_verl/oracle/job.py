@@ -1,4 +1,6 @@
-"""Where the trainer finds its oracle, and the start-up handshake that makes a misconfigured one fail loudly.
+"""Where a verl job finds its oracle, and the start-up handshake that makes a misconfigured one fail loudly.
+
+It reads verl's job config (an OmegaConf tree) but imports nothing of verl.
 
 verl's ``TaskRunnerV1`` builds the trainer, then the agent-loop manager, from one config object. The
 first of them to need the oracle resolves it:
@@ -80,12 +82,10 @@ def _samples_per_prompt(config: Any) -> int | None:
 
 def _write_back(config: Any, key: str, value: Any) -> None:
     """Set ``coact.oracle.<key>`` in the job's config, adding the key if a struct-mode config lacks it."""
-    try:
-        from omegaconf import DictConfig, open_dict
-    except ImportError:  # pragma: no cover - omegaconf ships with verl
-        DictConfig = None  # noqa: N806
+    from omegaconf import DictConfig, open_dict
+
     node = config.coact.oracle
-    if DictConfig is not None and isinstance(node, DictConfig):
+    if isinstance(node, DictConfig):
         with open_dict(node):
             node[key] = value
     else:
