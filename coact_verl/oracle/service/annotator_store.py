@@ -19,7 +19,7 @@ def token_hash(token: str) -> str:
 
 
 class AnnotatorOps:
-    """Needs ``conn``, ``_tx()``, ``_query(conn, id)`` and ``_refund(conn, id)`` from the store it is
+    """Needs ``conn``, ``_tx()``, ``_query(conn, id)`` and ``_void(conn, id)`` from the store it is
     mixed into."""
 
     if TYPE_CHECKING:
@@ -29,7 +29,7 @@ class AnnotatorOps:
 
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
     _query: Callable[[sqlite3.Connection, int], LabelQuery]
-    _refund: Callable[[sqlite3.Connection, int], None]
+    _void: Callable[[sqlite3.Connection, int], None]
 
     def create_annotator(self, name: str) -> tuple[int, str]:
         """Create an annotator; returns (id, bearer token). Only the token's hash is stored."""
@@ -95,10 +95,7 @@ class AnnotatorOps:
                 "SELECT id FROM queries WHERE status = 'pending' AND created_at < ?", (cutoff,)
             ).fetchall()
             for (query_id,) in rows:
-                self._refund(conn, query_id)
-                conn.execute(
-                    "UPDATE queries SET status = 'failed', charged = 0, assigned_to = NULL WHERE id = ?", (query_id,)
-                )
+                self._void(conn, query_id)
             return len(rows)
 
     def leased_task(self, query_id: int, annotator_id: int) -> LabelQuery | None:

@@ -350,6 +350,12 @@ class Store(Connections, RunOps, AnnotatorOps, FeedbackOps, ComparisonOps):
         run_id, step = conn.execute("SELECT run_id, charge_step FROM queries WHERE id = ?", (query_id,)).fetchone()
         cls._charge(conn, run_id, step, -1, cls._budget(conn, run_id).per_step is not None)
 
+    @classmethod
+    def _void(cls, conn: sqlite3.Connection, query_id: int) -> None:
+        """Fail a charged, unlabelled query and refund it: its key may be sent again."""
+        cls._refund(conn, query_id)
+        conn.execute("UPDATE queries SET status = 'failed', charged = 0, assigned_to = NULL WHERE id = ?", (query_id,))
+
     @staticmethod
     def _query(conn: sqlite3.Connection, query_id: int) -> LabelQuery:
         row = conn.execute(
@@ -408,8 +414,7 @@ class Store(Connections, RunOps, AnnotatorOps, FeedbackOps, ComparisonOps):
         with self._tx() as conn:
             row = conn.execute("SELECT status FROM queries WHERE id = ?", (query_id,)).fetchone()
             if row is not None and row[0] == "labeling" and self._label(conn, query_id) is None:
-                self._refund(conn, query_id)
-                conn.execute("UPDATE queries SET status = 'failed', charged = 0 WHERE id = ?", (query_id,))
+                self._void(conn, query_id)
 
     def status(self, query_id: int) -> str | None:
         """Stored status of a query."""

@@ -69,7 +69,7 @@ _RUN_FIELDS = "id, name, generation, step, max_candidates, created_at"
 
 
 class RunOps:
-    """Needs ``conn``, ``_tx()`` and ``_refund(conn, id)`` from the store it is mixed into."""
+    """Needs ``conn``, ``_tx()`` and ``_void(conn, id)`` from the store it is mixed into."""
 
     if TYPE_CHECKING:
 
@@ -77,7 +77,7 @@ class RunOps:
         def conn(self) -> sqlite3.Connection: ...  # read-only on the store (one connection per thread)
 
     _tx: Callable[[], AbstractContextManager[sqlite3.Connection]]
-    _refund: Callable[[sqlite3.Connection, int], None]
+    _void: Callable[[sqlite3.Connection, int], None]
 
     def open_run(self, name: str, *, resume: bool, max_candidates: int | None = None) -> tuple[RunInfo, bool]:
         """Open run ``name``: with ``resume`` its newest generation (a new one if there is none), else a new
@@ -110,16 +110,11 @@ class RunOps:
     def _fail_pending_of(self, conn: sqlite3.Connection, name: str) -> int:
         """Fail and refund every pending query of the runs named ``name``; returns how many."""
         rows = conn.execute(
-            "SELECT q.id, q.charged FROM queries q JOIN runs r ON r.id = q.run_id"
-            " WHERE r.name = ? AND q.status = 'pending'",
+            "SELECT q.id FROM queries q JOIN runs r ON r.id = q.run_id WHERE r.name = ? AND q.status = 'pending'",
             (name,),
         ).fetchall()
-        for query_id, charged in rows:
-            if charged:
-                self._refund(conn, query_id)
-            conn.execute(
-                "UPDATE queries SET status = 'failed', charged = 0, assigned_to = NULL WHERE id = ?", (query_id,)
-            )
+        for (query_id,) in rows:  # pending queries are charged (see expire_pending)
+            self._void(conn, query_id)
         return len(rows)
 
     def run(self, run_id: int) -> RunInfo:
