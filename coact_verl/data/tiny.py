@@ -1,7 +1,8 @@
 """A tiny causal LM and tokenizer built locally, for the CPU demo and the tests (no hub download).
 
-The tokenizer is a byte-level BPE (vocabulary 512) trained on arithmetic word problems, with a ChatML
-chat template; the model is a random 2-layer Qwen2 (hidden 64, about 0.1 M parameters, 0.4 MB).
+The tokenizer is a byte-level BPE (vocabulary 512, Qwen2's pre-tokenizer: one token per digit) trained on
+arithmetic word problems, with a ChatML chat template; the model is a random 2-layer Qwen2 (hidden 64, about
+0.1 M parameters, 0.4 MB).
 ``warmup_steps > 0`` fits it briefly on problems written in the GSM8K answer format, so that its
 samples contain ``#### <number>`` answers and agree with one another some of the time, and on writing a
 new problem from three example problems (the prompt of CoAct's question generation).
@@ -19,7 +20,7 @@ from coact_verl.data.synthetic import arithmetic_problems
 from coact_verl.tasks import build_generation_prompt
 
 if TYPE_CHECKING:
-    from transformers import PreTrainedModel, PreTrainedTokenizerBase, PreTrainedTokenizerFast, Qwen2ForCausalLM
+    from transformers import PreTrainedModel, PreTrainedTokenizerBase, Qwen2ForCausalLM
 
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -30,28 +31,35 @@ CHAT_TEMPLATE = (
 SPECIAL_TOKENS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
 
 
-def train_chat_tokenizer(
-    out_dir: Path, corpus: list[str], *, split_digits: bool = False, vocab_size: int = 512
-) -> PreTrainedTokenizerFast:
-    """Train a byte-level BPE on ``corpus`` and save it with the ChatML template as a fast HF tokenizer in ``out_dir``.
+def train_chat_tokenizer(out_dir: Path, corpus: list[str], *, vocab_size: int = 512) -> PreTrainedTokenizerBase:
+    """Train a byte-level BPE on ``corpus``, save it with the ChatML template in ``out_dir`` and return it as
+    ``AutoTokenizer`` loads it next to a Qwen2 model.
 
-    ``split_digits`` makes every digit its own token (arithmetic a small model can learn digit by digit).
+    The BPE is trained behind Qwen2's own normaliser and pre-tokenizer (NFC; its split regex, which isolates
+    every digit; byte-level), the ones ``AutoTokenizer`` rebuilds for a ``qwen2`` model whatever
+    ``tokenizer.json`` says. Trained behind any other, the merges would make tokens (say ``" 8"``) that the
+    loaded tokenizer never produces: a model fitted on them samples token ids that no verl worker's
+    re-tokenization of the same text reproduces.
     """
     from tokenizers import (  # type: ignore[import-untyped]  # tokenizers ships no py.typed
+        Regex,
         Tokenizer,
         decoders,
         models,
+        normalizers,
         pre_tokenizers,
         trainers,
     )
-    from transformers import PreTrainedTokenizerFast
+    from transformers import PreTrainedTokenizerFast, Qwen2Tokenizer
+    from transformers.models.qwen2.tokenization_qwen2 import PRETOKENIZE_REGEX
 
     tokenizer = Tokenizer(models.BPE())
-    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.pre_tokenizer = (
-        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
-        if split_digits
-        else byte_level
+    tokenizer.normalizer = normalizers.NFC()
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(PRETOKENIZE_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
     )
     tokenizer.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
@@ -72,7 +80,8 @@ def train_chat_tokenizer(
     )
     fast.chat_template = CHAT_TEMPLATE
     fast.save_pretrained(out_dir)
-    return fast
+    loaded: PreTrainedTokenizerBase = Qwen2Tokenizer.from_pretrained(out_dir)  # AutoTokenizer's class for qwen2
+    return loaded
 
 
 def tiny_qwen2(

@@ -1,8 +1,8 @@
 """The testbed's model: a small Qwen2 with a digit-level BPE tokenizer, warmed up on the testbed corpus.
 
-Built locally (no hub download). The tokenizer is a byte-level BPE (vocabulary 512) whose pre-tokenizer
-splits every digit into its own token, so that arithmetic is learnable by a small model; it has a ChatML
-chat template. The model is a 2-layer Qwen2 (hidden 128, about 0.3 M parameters). The warm-up is supervised
+Built locally (no hub download). The tokenizer is a byte-level BPE (vocabulary 512) whose pre-tokenizer,
+Qwen2's, splits every digit into its own token, so that arithmetic is learnable by a small model; it has a
+ChatML chat template. The model is a 2-layer Qwen2 (hidden 128, about 0.3 M parameters). The warm-up is supervised
 fine-tuning on :func:`~coact_verl.testbed.tasks.warmup_problems` (loss on the solution only): afterwards the
 model solves the honest kinds mostly right and the trap kinds mostly with the trap rule.
 """
@@ -49,7 +49,7 @@ def build_testbed_model(
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(seed)
     corpus = [p.prompt + "\n" + p.solution for p in warmup_problems(3000, cfg, seed=7)]
-    tokenizer = train_chat_tokenizer(out, corpus, split_digits=True)
+    tokenizer = train_chat_tokenizer(out, corpus)
     model = tiny_qwen2(tokenizer, hidden_size, num_layers, max_positions=512)
     start = time.monotonic()
     final_loss = warm_up(model, tokenizer, cfg, warmup_steps, batch_size, lr, seed)

@@ -2,7 +2,8 @@
 log 2 (policy = reference), and with the NLL term off the step-1 update raises the implicit reward margin of the
 pairs it trained on.
 
-Those pairs come from step 1's rollout dump (re-derived with the shared core); the margin after step k is
+Those pairs come from step 1's rollout dump (re-derived with the shared core; the tiny tokenizer re-encodes a
+response's text to the tokens it was sampled as, tests/data/test_tiny_tokenizer_on_cpu.py); the margin after step k is
 β·[(log π_k(c) − log π_0(c)) − (log π_k(r) − log π_0(r))], computed with transformers on verl's per-step HF
 checkpoints.
 """
@@ -22,6 +23,7 @@ from tests.e2e.helpers import base_overrides, run_ok
 
 pytestmark = pytest.mark.e2e
 BETA = CoActConfig().dpo.beta
+MAX_RESPONSE_TOKENS = 24  # data.max_response_length of configs/backend/cpu.yaml
 
 
 def _pairs_from_step(dump_dir, step: int):
@@ -63,8 +65,12 @@ def _dumped_groups_by_step(dump_dir):
 
 
 def _sequence_logps(model, tokenizer, prompt_text: str, response: str) -> float:
+    """log π(response | prompt), the response's tokens as the rollout produced them: its text's tokens, then the
+    end-of-turn token unless the response filled ``data.max_response_length`` (truncated, no end)."""
     prompt_ids = tokenizer(prompt_text, add_special_tokens=False)["input_ids"]
-    response_ids = tokenizer(response + "<|im_end|>", add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(response, add_special_tokens=False)["input_ids"]
+    if len(response_ids) < MAX_RESPONSE_TOKENS:
+        response_ids.append(tokenizer.eos_token_id)
     ids = torch.tensor([prompt_ids + response_ids])
     with torch.no_grad():
         logps = torch.log_softmax(model(ids).logits[0, len(prompt_ids) - 1 : -1].float(), -1)
