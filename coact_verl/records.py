@@ -23,6 +23,8 @@ from coact_verl.tasks import prompt_text
 
 ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP = "self", "oracle", "drop"
 ROUTE_FEEDBACK, ROUTE_INCOMPLETE = "feedback", "incomplete"
+#: ``route_reason`` of a group scored against the label its pool prompt carries (the router was not asked)
+REASON_POOL_LABEL = "pool_label"
 #: Routes of a CoAct group (``feedback``: a user pair; ``incomplete``: the group never gathered).
 ROUTES = (ROUTE_SELF, ROUTE_ORACLE, ROUTE_DROP, ROUTE_FEEDBACK, ROUTE_INCOMPLETE)
 SOURCE_SELF, SOURCE_ORACLE, SOURCE_NONE, SOURCE_FEEDBACK = "self", "oracle", "none", "feedback"

@@ -64,3 +64,47 @@ def test_without_gold_only_routing_metrics():
     m = step_metrics([_row("A", "self", "self", "4", "4", 1.0, 1.0)], ["a"])
     assert m["coact/route/self_frac"] == 1.0 and "coact/self_label/precision" not in m
     assert step_metrics([{}], ["a"]) == {}
+
+
+def test_majority_confirmed_counts_router_sent_groups_labelled_with_their_majority():
+    def info(pid, cluster, reason="low_agreement", source="oracle", route="oracle"):
+        return ResponseInfo(
+            prompt_id=pid, route=route, route_reason=reason, label_source=source, label_cluster=cluster
+        ).to_extra_info()
+
+    rows = [
+        info("A", 0),  # the oracle confirmed the majority
+        info("B", 1),  # the oracle picked another cluster
+        info("C", -1),  # no response was right
+        info("D", 0, reason="pool_label"),  # a pool prompt's carried label: the router was not asked
+        info("E", 0, source="self", route="self", reason="majority"),
+        info("F", 0, reason="audit"),
+    ]
+    m = step_metrics(rows, ["a", "b", "c", "d", "e", "f"])
+    assert m["coact/oracle/majority_confirmed"] == 2.0
+
+
+def test_gold_metrics_are_estimated_on_a_bounded_sample_that_ignores_batch_order():
+    import random
+
+    rows, uids, gold = [], [], {}
+    for g in range(1000):  # self-labelled groups of 4; the label is right in every third group
+        gold[f"P{g}"] = "1"
+        label = "1" if g % 3 == 0 else "2"
+        for _ in range(4):
+            rows.append(_row(f"P{g}", "self", "self", label, label, 1.0, 1.0))
+            uids.append(f"u{g}")
+    calls = []
+
+    def counting_same(pairs):
+        calls.append(len(pairs))
+        return _same(pairs)
+
+    m = step_metrics(rows, uids, gold=gold, same=counting_same, gold_groups=100)
+    assert m["coact/gold/groups"] == 100 and calls == [100 * 5]  # the label and 4 answers per sampled group
+    assert m["coact/self_label/precision"] == pytest.approx(1 / 3, abs=0.12)
+    order = list(range(len(rows)))
+    random.Random(0).shuffle(order)
+    shuffled = step_metrics([rows[i] for i in order], [uids[i] for i in order], gold=gold, same=_same, gold_groups=100)
+    assert shuffled["coact/self_label/precision"] == m["coact/self_label/precision"]
+    assert step_metrics(rows, uids, gold=gold, same=_same)["coact/gold/groups"] == 1000  # 0: every group

@@ -4,7 +4,8 @@ verl runs the n sessions of a prompt concurrently on one worker (``_run_prompt``
 session in TransferQueue from ``_agent_loop_postprocess``, asking a reward worker for its score unless
 the agent loop already set ``reward_score``. CoAct holds each finished session of a training prompt at one
 :class:`~coact_verl.group.gather.SiblingBarrier` until all n have arrived, labels the group once
-(:class:`~coact_verl.group.labeler.GroupLabeler`), sets every session's ``reward_score`` and
+(:class:`~coact_verl.group.labeler.GroupLabeler`, routed by the job's one router,
+:mod:`coact_verl.adapters.router_actor`), sets every session's ``reward_score`` and
 ``reward_extra_info`` (:class:`~coact_verl.records.ResponseInfo`), and only then lets verl's own postprocess
 store them. The trainer samples a group only after ``_run_prompt`` tags it ``finished``, which happens after
 all of this, so nothing reads a group before its rewards are written, and no per-sample reward call is made
@@ -26,6 +27,7 @@ from typing import Any
 import ray
 from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorkerTQ
 
+from coact_verl.adapters.router_actor import job_router
 from coact_verl.group.gather import SiblingBarrier
 from coact_verl.group.labeler import GroupLabeler, GroupRequest, feedback_infos
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
@@ -63,7 +65,7 @@ class CoActAgentLoopWorker(_BASE):
         # Ray cannot call an inherited __init__ of a raw actor class through super(); call it explicitly.
         _BASE.__init__(self, *args, **kwargs)
         self.coact = coact_config(self.config)
-        self.labeler = GroupLabeler(self.coact, oracle_url=self.coact.oracle.url)
+        self.labeler = GroupLabeler(self.coact, oracle_url=self.coact.oracle.url, router=job_router(self.coact))
         self.barrier: SiblingBarrier[Session, None] = SiblingBarrier(
             self._label_group, self.coact.group.rollout_timeout_s
         )

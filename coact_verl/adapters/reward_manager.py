@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 from verl.experimental.reward_loop.reward_manager import register
 from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 
+from coact_verl.adapters.router_actor import job_router
 from coact_verl.consistency import AnswerClusterer
 from coact_verl.group.gate import Arrival, RewardGate, score_alone
 from coact_verl.oracle.client import OracleSetupError
@@ -46,7 +47,9 @@ class GroupGate(RewardGate):
             url, error = ensure_oracle_service(config), None
         except OracleSetupError as setup_error:
             url, error = None, str(setup_error)
-        super().__init__(coact_config(config), url, error)
+        coact = coact_config(config)
+        # the job's router when the gate runs in a Ray job (as the drop-in manager starts it), else the gate's own
+        super().__init__(coact, url, error, router=job_router(coact) if ray.is_initialized() else None)
 
 
 #: verl's classic trainer feeds the reward manager through this agent-loop manager (or a subclass of it)

@@ -24,8 +24,9 @@ from verl.trainer.ppo.v1 import register_trainer
 from verl.trainer.ppo.v1.trainer_sync import PPOTrainerSync
 
 from coact_verl.adapters.checkpoint import HookStateCallback
+from coact_verl.adapters.router_actor import job_router
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
-from coact_verl.step import ChatSampler, MetricsHook, PoolHook, StepBatch, StepHook
+from coact_verl.step import ChatSampler, MetricsHook, PoolHook, RouterHook, StepBatch, StepHook
 from coact_verl.step.hooks import after_step, load_states, rows_for_batch
 from coact_verl.step.metrics_hook import load_gold
 
@@ -86,6 +87,7 @@ class CoActTrainer(PPOTrainerSync):
                 max_wait_s=cfg.max_wait_s,
                 run_id=cfg.run_id,
             )
+        self.router = job_router(self.coact)  # before verl's init starts the rollout workers that share it
         self.pool = PoolHook(self.coact.generation, self.coact.consistency.task, self.oracle)
         self.hooks = self.step_hooks()
         self.checkpoint_callback = HookStateCallback(self.checkpoint_callback, self.hooks)
@@ -95,7 +97,9 @@ class CoActTrainer(PPOTrainerSync):
     def step_hooks(self) -> list[StepHook]:
         """The step-end work in the order it runs; rows for the next batch are taken in the same order."""
         gold = load_gold(self.coact.oracle.gold_path)
-        return [MetricsHook(gold, same=lambda pairs: self.clusterer.same_many(pairs), oracle=self.oracle), self.pool]
+        same, sample = (lambda pairs: self.clusterer.same_many(pairs)), self.coact.oracle.gold_metric_groups
+        metrics = MetricsHook(gold, same=same, oracle=self.oracle, gold_groups=sample)
+        return [metrics, RouterHook(self.router), self.pool]
 
     @functools.cached_property
     def clusterer(self) -> Any:
@@ -120,6 +124,8 @@ class CoActTrainer(PPOTrainerSync):
     def step(self, metrics: dict, timing_raw: dict) -> Any:
         if self.oracle is not None:  # the service charges this step's queries, from every worker, to this step
             self.oracle.set_step(int(self.global_steps))
+        # the step's groups are known before its rollout: the router's step budget is exact
+        self.router.begin_step(int(self.global_steps), int(self.config.data.train_batch_size))
         batch = super().step(metrics, timing_raw)
         metrics.update(after_step(self.hooks, self._finished_step(batch)))
         self._step_metrics = metrics  # the generation round in on_step_end adds its metrics to this step's

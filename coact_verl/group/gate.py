@@ -21,6 +21,7 @@ from coact_verl.consistency import AnswerClusterer, extract_answer
 from coact_verl.group.gather import GroupTimeout, SiblingBarrier
 from coact_verl.group.labeler import GroupLabeler, GroupOutcome, GroupRequest
 from coact_verl.records import PromptRow, ResponseInfo
+from coact_verl.router import RouterClient
 
 logger = logging.getLogger(__name__)
 
@@ -45,12 +46,19 @@ class RewardGate:
         config: plugin settings; a response waits at most ``config.group.reward_timeout_s`` seconds.
         oracle_url: the oracle service after a successful start-up handshake (``None``: no oracle).
         setup_error: the handshake's error; then every :meth:`arrive` raises :class:`GateSetupError` with it.
+        router: the job's router; ``None``: the gate's own.
     """
 
-    def __init__(self, config: CoActConfig, oracle_url: str | None, setup_error: str | None = None) -> None:
+    def __init__(
+        self,
+        config: CoActConfig,
+        oracle_url: str | None,
+        setup_error: str | None = None,
+        router: RouterClient | None = None,
+    ) -> None:
         self.config = config
         self.setup_error = setup_error
-        self.labeler = GroupLabeler(config, oracle_url=oracle_url)
+        self.labeler = GroupLabeler(config, oracle_url=oracle_url, router=router)
         self.barrier: SiblingBarrier[Arrival, GroupOutcome] = SiblingBarrier(self._label, config.group.reward_timeout_s)
         self._numbered: dict[str, int] = {}  # uid -> responses numbered so far (callers without session ids)
         self.service_step = 0  # the largest training step the service's run was asked to move to

@@ -12,7 +12,6 @@ they add no policy-gradient term; in DPO mode they make no pair.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -23,6 +22,7 @@ from coact_verl.records import (
     ORACLE_NOT_ASKED,
     PAIR_CHOSEN,
     PAIR_REJECTED,
+    REASON_POOL_LABEL,
     ROUTE_DROP,
     ROUTE_FEEDBACK,
     ROUTE_ORACLE,
@@ -35,7 +35,7 @@ from coact_verl.records import (
     ResponseInfo,
 )
 from coact_verl.rewards.pairs import select_pair
-from coact_verl.router import GroupView, Router
+from coact_verl.router import GroupView, LocalRouter, RouterClient, RouterService
 from coact_verl.router.embedding import make_embedder
 
 logger = logging.getLogger(__name__)
@@ -154,17 +154,16 @@ class GroupLabeler:
     Args:
         config: plugin settings.
         oracle_url: base URL of the oracle service; ``None`` means no oracle (oracle-routed groups fall back).
+        router: the job's router (shared by every labeller of the job); ``None``: one of this labeller's own.
     """
 
-    def __init__(self, config: CoActConfig, oracle_url: str | None = None) -> None:
+    def __init__(self, config: CoActConfig, oracle_url: str | None = None, router: RouterClient | None = None) -> None:
         self.config = config
         self.clusterer = AnswerClusterer(config.consistency)
-        self.router = Router(config.router, budget_total=config.oracle.budget_total)
-        self.embedder = make_embedder(config.router.embedder)
+        self.router = router or LocalRouter(RouterService(config.router, budget_total=config.oracle.budget_total))
+        self.embedder = make_embedder(config.router.embedder, config.router.embedder_model)
         self.oracle_url = oracle_url
         self._oracle: Any = None
-        self._step: int | None = None
-        self._lock = asyncio.Lock()
 
     def oracle_client(self) -> Any:
         """The oracle client (made on first use), or ``None`` without an oracle URL."""
@@ -191,19 +190,15 @@ class GroupLabeler:
         if request.given_label is not None:
             return await self._score_given(request, stats, task)
         embedding = self.embedder.encode([request.question])[0]
-        async with self._lock:  # router state is shared by the concurrent groups of this process
-            if self._step != request.step:
-                self._step = request.step
-                self.router.begin_step(None)
-            sizes = stats.cluster_sizes
-            view = GroupView(
-                agreement=stats.agreement,
-                embedding=embedding,
-                prompt_id=request.prompt_id,
-                task=task,
-                runner_up=sizes[1] / stats.n if len(sizes) > 1 else 0.0,
-            )
-            route = self.router.route_online(view)
+        sizes = stats.cluster_sizes
+        view = GroupView(
+            agreement=stats.agreement,
+            embedding=embedding,
+            prompt_id=request.prompt_id,
+            task=task,
+            runner_up=sizes[1] / stats.n if len(sizes) > 1 else 0.0,
+        )
+        route = await self.router.route(view, request.step)
         decision, reason = route.action.value, route.reason.value
         label_answer, label_cluster, source, oracle_status = None, -1, SOURCE_NONE, ORACLE_NOT_ASKED
         if decision == ROUTE_ORACLE:
@@ -211,7 +206,7 @@ class GroupLabeler:
             if oracle_status == "labeled":
                 source = SOURCE_ORACLE
                 # branch yield, calibration, audit; the reference set takes confirmed majorities (cluster 0)
-                self.router.observe(view, route, label_cluster == 0, label_cluster >= 0, task=task)
+                await self.router.observe(view, route, label_cluster == 0, label_cluster >= 0, task)
             elif stats.agreement >= self.config.router.self_label_threshold and stats.majority_answer is not None:
                 decision, reason = ROUTE_SELF, f"oracle_{oracle_status}"
             else:
@@ -243,7 +238,7 @@ class GroupLabeler:
         return GroupOutcome(
             stats=stats,
             route=route,
-            route_reason="pool_label",
+            route_reason=REASON_POOL_LABEL,
             label_source=request.given_source,
             label_answer=request.given_label,
             label_cluster=cluster,
@@ -282,10 +277,6 @@ class GroupLabeler:
         answer = result.label.answer
         cluster = (await alabel_clusters([stats], [answer], self.clusterer, task))[0] if answer else -1
         return "labeled", answer, cluster
-
-    def metrics(self) -> dict[str, float]:
-        """Router counters since the last call (fractions per route and oracle reason)."""
-        return self.router.metrics(reset=True)
 
     async def aclose(self) -> None:
         if self._oracle is not None:

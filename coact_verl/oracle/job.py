@@ -26,6 +26,7 @@ outage degrade training (self-label or drop, counted).
 from __future__ import annotations
 
 import atexit
+import dataclasses
 import logging
 import secrets
 import time
@@ -43,7 +44,12 @@ _checked: dict[tuple[str, str], dict[str, Any]] = {}  # (url, run name) → hand
 def coact_config(config: Any) -> CoActConfig:
     """Typed ``coact`` settings of a verl config (defaults when the key is absent, as in stock verl configs)."""
     section = config.get("coact") if hasattr(config, "get") else None
-    return CoActConfig.from_mapping(section)
+    coact = CoActConfig.from_mapping(section)
+    if coact.router.embedder == "policy" and not coact.router.embedder_model:  # CoAct embeds with the policy
+        model = (config.get("actor_rollout_ref") or {}).get("model") or {}
+        router = dataclasses.replace(coact.router, embedder_model=model.get("path"))
+        coact = dataclasses.replace(coact, router=router)
+    return coact
 
 
 def _trainer_setting(config: Any, key: str, default: Any = None) -> Any:

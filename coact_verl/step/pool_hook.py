@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from coact_verl import metric_keys as keys
 from coact_verl.config import GenerationConfig
 from coact_verl.pool import LateLabelTracker, PromptPool, run_generation_round
-from coact_verl.records import SOURCE_ORACLE, ResponseInfo
+from coact_verl.records import REASON_POOL_LABEL, SOURCE_ORACLE, ResponseInfo
 from coact_verl.step.hooks import StepBatch
 from coact_verl.tasks import prompt_text
 
@@ -112,7 +112,7 @@ class PoolHook:
         infos = [ResponseInfo.from_extra_info(info) for info in batch.infos]
         metrics: dict[str, float] = {}
         for info in infos:
-            if info.label_source == SOURCE_ORACLE and info.route_reason != "pool_label":
+            if info.label_source == SOURCE_ORACLE and info.route_reason != REASON_POOL_LABEL:
                 self.late.record_in_step(info.prompt_id, batch.step)
         if self.oracle is not None:
             metrics.update(self._read_late_labels(batch.step))

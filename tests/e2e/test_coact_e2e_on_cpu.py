@@ -233,3 +233,38 @@ def test_generated_questions_are_admitted_and_trained_on(tiny_assets, tmp_path):
     assert step6["coact/pool/size_generated"] == before.counts()["generated"] + step6.get("coact/gen/admitted", 0)
     after = PromptPool.load(tmp_path / "ckpt" / "global_step_6" / "coact_pool.json")
     assert [e.prompt_id for e in after][: len(before)] == [e.prompt_id for e in before]
+
+
+def test_one_router_serves_two_rollout_workers_and_resumes_with_the_checkpoint(tiny_assets, tmp_path):
+    """Two agent-loop workers route through the job's one router: it sees every group of a step, its k-NN
+    reference set holds every majority the oracle confirmed in the job, and a resumed run continues from the router
+    saved in the checkpoint (its spent-label count and reference set go on from the saved ones)."""
+    import re
+
+    overrides = base_overrides(tiny_assets, 2) + [
+        f"coact.oracle.gold_path={tiny_assets['train_gold']}",
+        f"coact.oracle.db_path={tmp_path / 'oracle.sqlite'}",
+        "coact.router.policy=gold_all",  # every group is labelled: its confirmed majority joins the reference set
+        "actor_rollout_ref.rollout.agent.num_workers=2",
+        "trainer.save_freq=1",
+        f"trainer.default_local_dir={tmp_path / 'ckpt'}",
+    ]
+    run = run_ok("coact_grpo_cpu", overrides, tmp_path / "router.log")
+    workers = set(re.findall(r"pid=(\d+)[^\n]*?CoAct rollout worker on node", run.log_path.read_text()))
+    assert len(workers) == 2, workers
+    resumed = run_ok(
+        "coact_grpo_cpu",
+        [o.replace("total_training_steps=2", "total_training_steps=3") for o in overrides],
+        tmp_path / "resumed.log",
+    )
+    assert sorted(run.steps) == [1, 2] and sorted(resumed.steps) == [3]
+    assert (tmp_path / "ckpt" / "global_step_2" / "coact_router.json").is_file()
+    steps = {**run.steps, **resumed.steps}
+    confirmed = 0
+    for step in (1, 2, 3):
+        metrics = steps[step]
+        assert metrics["coact/router/groups"] == metrics["coact/groups"] == 8  # both workers' groups, one router
+        confirmed += metrics["coact/oracle/majority_confirmed"]
+        assert metrics["coact/router/reference_size"] == confirmed, (step, metrics)  # step 3: restored + new
+        # labels the router spent in the job: 8 a step, counted on from the checkpoint after the resume (not 8)
+        assert metrics["coact/router/oracle_used_total"] == 8 * step, (step, metrics)

