@@ -5,8 +5,9 @@ solution's reasoning followed by a final answer that is either an equivalent rew
 (``0.5`` / ``\\frac{1}{2}`` / ``1/2``, ``\\dfrac``, ``x = 3``, thousands commas, ``$``, ``\\sqrt{3}/2``,
 reordered lists, ``\\boxed{}`` vs "The answer is", and free-form statements without a box: "Final Answer: The
 final answer is $x$. I hope it is correct.", ``\\(x\\)``, ``\\[x\\]``, "So in total it comes to 18.") or a
-wrong answer (perturbed numbers), or no final answer at all. Whether each response matches the gold is therefore
-known by construction.
+wrong answer (perturbed numbers), or no final answer at all: reasoning cut off half-way, marked as cut at the
+length limit, as the rollout reports it to training (verl's path gets the same text and no such flag). Whether
+each response matches the gold is therefore known by construction.
 
 Compared, in one run:
 * verl: ``NaiveRewardManager.run_single`` with ``verl.utils.reward_score.math_verify.compute_score`` against
@@ -62,6 +63,7 @@ class Prompt:
     gold: str
     responses: list[str]
     truth: list[int]  # 1 if the response's final answer is equivalent to the gold
+    finished: list[bool]  # False for a response the rollout cut at its length limit (training knows which)
 
 
 # --------------------------------------------------------------------------- construction
@@ -199,9 +201,10 @@ def build(data: Path, prompts: int, n: int, seed: int) -> list[Prompt]:
         reasoning = _reasoning(row, task)
         p_correct = rng.choice([0.9, 0.7, 0.5, 0.3, 0.1])
         wrong = [_wrong(gold, task, 1), _wrong(gold, task, 2)]
-        responses, truth = [], []
+        responses, truth, finished = [], [], []
         for _ in range(n):
             u = rng.random()
+            finished.append(u >= 0.04)
             if u < 0.04:
                 responses.append(reasoning[: max(1, len(reasoning) // 2)])  # cut off: no final answer
                 truth.append(0)
@@ -214,7 +217,7 @@ def build(data: Path, prompts: int, n: int, seed: int) -> list[Prompt]:
             written = _number_forms(cv.value, rng, task) if cv.value is not None else _symbolic_forms(value, rng)
             responses.append(f"{reasoning}\n{_final_line(written, task, rng)}")
             truth.append(ok)
-        out.append(Prompt(task, gold, responses, truth))
+        out.append(Prompt(task, gold, responses, truth, finished))
     return out
 
 
@@ -254,7 +257,8 @@ def run_ours(prompts: list[Prompt], workers: int, batched: bool) -> tuple[list[l
             idx = [i for i, p in enumerate(prompts) if p.task == task]
             chunks = [idx] if batched else [[i] for i in idx]
             for chunk in chunks:
-                stats = score_groups([prompts[i].responses for i in chunk], task, clusterer)
+                groups, finished = [prompts[i].responses for i in chunk], [prompts[i].finished for i in chunk]
+                stats = score_groups(groups, task, clusterer, finished)
                 golds = label_clusters(stats, [prompts[i].gold for i in chunk], clusterer, task)
                 for i, s, g in zip(chunk, stats, golds, strict=True):
                     rewards[i] = rewards_for_cluster(s, g)

@@ -113,6 +113,20 @@ def test_responses_without_session_ids_are_numbered_as_they_arrive(tmp_path):
     assert gate._numbered == {}  # forgotten once the group was answered
 
 
+def test_responses_cut_at_the_length_limit_vote_only_with_an_explicit_answer(tmp_path):
+    job = _job(tmp_path)
+    job["coact"]["router"] = {"policy": "self_only"}
+    gate = GroupGate(job)
+    row = PromptRow(prompt_id="p", question="q", task="gsm8k")
+    arrivals = [Arrival("#### 7", row, 1), Arrival("3 + 5 = 8, then", row, 1, False), Arrival("so 8", row, 1)]
+
+    async def group():
+        return await asyncio.gather(*(gate.arrive("u", s, 3, a) for s, a in enumerate(arrivals)))
+
+    infos = asyncio.run(group())  # read as finished, "3 + 5 = 8, then" would make 8 the majority
+    assert all(i.route == "drop" for i in infos) and [i.reward for i in infos] == [0.0, 0.0, 0.0]
+
+
 def _batch(uids: list[str], extra: list[dict], meta: dict) -> DataProto:
     n = len(uids)
     rows = {"uid": np.array(uids, dtype=object), "extra_info": np.empty(n, dtype=object)}

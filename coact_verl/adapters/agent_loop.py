@@ -29,7 +29,7 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorke
 
 from coact_verl.adapters.router_actor import job_router
 from coact_verl.group.gather import SiblingBarrier
-from coact_verl.group.labeler import GroupLabeler, GroupRequest, feedback_infos
+from coact_verl.group.labeler import GroupLabeler, GroupRequest, feedback_infos, response_finished
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import VALIDATE_KEY, PromptRow
 
@@ -38,12 +38,19 @@ _BASE = AgentLoopWorkerTQ.__ray_actor_class__
 Session = tuple[list[Any], dict[str, Any]]
 
 
-def group_request(uid: str, sessions: Sequence[Session], tokenizer: Any, default_task: str) -> GroupRequest:
-    """Decode the final output of every session (in session order) into a :class:`GroupRequest`."""
+def group_request(
+    uid: str, sessions: Sequence[Session], tokenizer: Any, default_task: str, max_response_tokens: int
+) -> GroupRequest:
+    """Decode the final output of every session (in session order) into a :class:`GroupRequest`, marking the
+    responses the rollout cut at ``max_response_tokens`` (see :func:`response_finished`)."""
     kwargs = sessions[0][1]
-    responses = tuple(tokenizer.decode(outputs[-1].response_ids, skip_special_tokens=True) for outputs, _ in sessions)
+    ids = [outputs[-1].response_ids for outputs, _ in sessions]
+    responses = tuple(tokenizer.decode(r, skip_special_tokens=True) for r in ids)
+    stop_ids = frozenset(tokenizer.all_special_ids)
+    finished = tuple(response_finished(r, max_response_tokens, stop_ids) for r in ids)
     row = PromptRow.from_row(kwargs)
-    return GroupRequest.from_row(row, uid, default_task, int(kwargs.get("global_steps") or 0), responses)
+    step = int(kwargs.get("global_steps") or 0)
+    return GroupRequest.from_row(row, uid, default_task, step, responses, finished)
 
 
 def mark_validation(kwargs: dict[str, Any]) -> dict[str, Any]:
@@ -103,7 +110,8 @@ class CoActAgentLoopWorker(_BASE):
         if row.feedback is not None:  # a user pair: nothing to label
             infos = feedback_infos(len(sessions), row.feedback.kind, row.feedback.weight, row.prompt_id or uid)
         else:
-            request = group_request(uid, sessions, self.tokenizer, self.coact.consistency.task)
+            limit = int(self.config.actor_rollout_ref.rollout.response_length)
+            request = group_request(uid, sessions, self.tokenizer, self.coact.consistency.task, limit)
             infos = (await self.labeler.label(request)).response_infos(request.prompt_id)
         for (outputs, _), info in zip(sessions, infos, strict=True):
             outputs[-1].reward_score = info.reward

@@ -27,6 +27,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from coact_verl.adapters.router_actor import job_router
 from coact_verl.consistency import AnswerClusterer
 from coact_verl.group.gate import Arrival, RewardGate, score_alone
+from coact_verl.group.labeler import response_finished
 from coact_verl.oracle.client import OracleSetupError
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import PromptRow
@@ -100,6 +101,7 @@ class CoActRewardManager(RewardManagerBase):
         check_classic_manager(config)
         self.coact = coact_config(config)
         self.group_size = int(config.actor_rollout_ref.rollout.n)
+        self._stop_ids = frozenset(tokenizer.all_special_ids)  # a response ending on one of them was not cut
         self._gate = None
         self._clusterer: AnswerClusterer | None = None
         self._validation_uids: dict[str, bool] | None = {} if _attach_transfer_queue(config) else None
@@ -118,7 +120,8 @@ class CoActRewardManager(RewardManagerBase):
             return await score_alone(text, row, self._clusterer, self.coact.consistency.task)
         self._gate = self._gate or gate_handle(self.config)
         start = time.monotonic()
-        arrival = Arrival(text, row, int(fields.get("global_steps") or 0))
+        finished = response_finished(ids[:valid].tolist(), int(ids.shape[-1]), self._stop_ids)
+        arrival = Arrival(text, row, int(fields.get("global_steps") or 0), finished)
         info = await self._gate.arrive.remote(uid, None if session is None else int(session), self.group_size, arrival)
         info = info.replace(gate_wait_s=time.monotonic() - start)
         return {"reward_score": info.reward, "reward_extra_info": info.to_extra_info()}

@@ -94,7 +94,7 @@ _UNIT_TAIL_RE = re.compile(r"(?:\\[A-Za-z]+(?![A-Za-z])|\\[%$]|\{[^{}]*\}|[\sA-Z
 _MAX_EXPAND = 30  # 10**k with |k| above this stays in scientific notation
 
 
-def extract_answer(text: str, task: str, *, reference: bool = False) -> str | None:
+def extract_answer(text: str, task: str, *, reference: bool = False, finished: bool = True) -> str | None:
     """Extract the final answer of one response.
 
     Args:
@@ -103,6 +103,9 @@ def extract_answer(text: str, task: str, *, reference: bool = False) -> str | No
         task: ``gsm8k``, ``math`` or ``numeric``.
         reference: the text is a reference solution, never cut off: an unclosed final ``\\boxed{`` is read to
             the end of the text instead of meaning "truncated, no answer".
+        finished: the response ended on its own; ``False`` when the rollout cut it at its length limit. A cut
+            response states a final answer only through an explicit anchor before the cut (a box, an answer
+            marker, ``####``): its last expression is wherever the reasoning happened to stop, not an answer.
 
     Returns:
         The answer string, or ``None`` when the response has no recognisable final answer.
@@ -117,7 +120,7 @@ def extract_answer(text: str, task: str, *, reference: bool = False) -> str | No
         raise ValueError(f"task must be one of {TASKS}, got {task!r}")
     cut = _END_OF_TURN_RE.search(text)
     tail = _CALC_RE.sub("", (text[: cut.start()] if cut else text)[-TAIL_CHARS:])
-    statement = final_statement(tail, reference=reference)
+    statement = final_statement(tail, reference=reference, anchored_only=not finished and not reference)
     if statement is None:
         return None
     if task == "gsm8k":
@@ -144,8 +147,11 @@ def numeric_answer(statement: str) -> str:
     return statement
 
 
-def final_statement(tail: str, *, reference: bool = False) -> str | None:
-    """The final answer of ``tail`` as written (LaTeX or text), before any task-specific reduction."""
+def final_statement(tail: str, *, reference: bool = False, anchored_only: bool = False) -> str | None:
+    """The final answer of ``tail`` as written (LaTeX or text), before any task-specific reduction.
+
+    ``anchored_only``: only a box, an answer marker or ``####`` states the answer; no last-expression fallback.
+    """
     anchors = []
     box = _last_match(_BOX_RE, tail)
     if box is not None:
@@ -167,6 +173,8 @@ def final_statement(tail: str, *, reference: bool = False) -> str | None:
         answer = _after_marker(tail[match.end() : match.end() + MAX_ANSWER_CHARS])
         if answer:
             return answer
+    if anchored_only:
+        return None
     spans = _spans(tail)
     if spans:
         number = _last_match(_NUMBER_RE, tail)

@@ -93,21 +93,42 @@ def stats_from_clusters(answers: Sequence[str | None], cluster_of: Sequence[int]
     )
 
 
-def extract_answers(responses: Sequence[str], task: str) -> list[str | None]:
-    """Extracted answer per response, shape ``(n,)`` (see :func:`extract_answer`)."""
+def extract_answers(responses: Sequence[str], task: str, finished: Sequence[bool] | None = None) -> list[str | None]:
+    """Extracted answer per response, shape ``(n,)`` (see :func:`extract_answer`).
+
+    ``finished``: per response, whether it ended on its own (shape ``(n,)``); ``None``: all did.
+    """
     if isinstance(responses, str):
         raise TypeError("responses must be a sequence of strings, not one string")
-    return [extract_answer(r, task) for r in responses]
+    if finished is None:
+        return [extract_answer(r, task) for r in responses]
+    if len(finished) != len(responses):
+        raise ValueError(f"{len(responses)} responses but {len(finished)} finished flags")
+    return [extract_answer(r, task, finished=bool(f)) for r, f in zip(responses, finished, strict=True)]
 
 
-def compute_group_stats(responses: Sequence[str], task: str, clusterer: AnswerClusterer) -> GroupStats:
+def compute_group_stats(
+    responses: Sequence[str], task: str, clusterer: AnswerClusterer, finished: Sequence[bool] | None = None
+) -> GroupStats:
     """Extract, cluster and summarise one prompt's responses."""
-    return score_groups([responses], task, clusterer)[0]
+    return score_groups([responses], task, clusterer, None if finished is None else [finished])[0]
 
 
-def score_groups(groups: Sequence[Sequence[str]], task: str, clusterer: AnswerClusterer) -> list[GroupStats]:
-    """:func:`compute_group_stats` for many prompts; math-verify work of all groups is batched together."""
-    answers = [extract_answers(responses, task) for responses in groups]
+def score_groups(
+    groups: Sequence[Sequence[str]],
+    task: str,
+    clusterer: AnswerClusterer,
+    finished: Sequence[Sequence[bool] | None] | None = None,
+) -> list[GroupStats]:
+    """:func:`compute_group_stats` for many prompts; math-verify work of all groups is batched together.
+
+    ``finished``: per group, its responses' flags for :func:`extract_answers` (``None``: every response ended
+    on its own).
+    """
+    flags = [None] * len(groups) if finished is None else list(finished)
+    if len(flags) != len(groups):
+        raise ValueError(f"{len(groups)} groups but {len(flags)} lists of finished flags")
+    answers = [extract_answers(responses, task, f) for responses, f in zip(groups, flags, strict=True)]
     for i, group in enumerate(answers):
         if not group:
             raise ValueError(f"group {i} has no responses")
@@ -115,9 +136,14 @@ def score_groups(groups: Sequence[Sequence[str]], task: str, clusterer: AnswerCl
     return [stats_from_clusters(a, c) for a, c in zip(answers, clusters, strict=True)]
 
 
-async def ascore_groups(groups: Sequence[Sequence[str]], task: str, clusterer: AnswerClusterer) -> list[GroupStats]:
+async def ascore_groups(
+    groups: Sequence[Sequence[str]],
+    task: str,
+    clusterer: AnswerClusterer,
+    finished: Sequence[Sequence[bool] | None] | None = None,
+) -> list[GroupStats]:
     """:func:`score_groups` without blocking the running event loop."""
-    return await asyncio.to_thread(score_groups, groups, task, clusterer)
+    return await asyncio.to_thread(score_groups, groups, task, clusterer, finished)
 
 
 def label_cluster(

@@ -1,7 +1,9 @@
 """Offline scoring of saved rollouts with the same extraction and clustering code as training.
 
 Input: JSONL, one row per prompt: ``{"id": ..., "responses": ["...", ...], "gold": "..."}`` (``gold``, the
-reference final answer, is optional; ``id`` defaults to the line number). Output: JSONL, one row per input row::
+reference final answer, is optional; ``id`` defaults to the line number; an optional ``finished`` list of booleans,
+one per response, marks with ``false`` the responses the rollout cut at its length limit, which then have an answer
+only where they wrote one explicitly, as in training). Output: JSONL, one row per input row::
 
     {"id", "n", "answers", "cluster_of", "cluster_sizes", "cluster_answers", "majority", "agreement",
      "entropy", "rewards"}                       # answers: the extracted final answer per response (null: none)
@@ -122,6 +124,13 @@ def _read_rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             bad = [i for i, r in enumerate(responses) if not isinstance(r, str)]
             if bad:
                 raise ValueError(f"{where}: responses[{bad[0]}] is {type(responses[bad[0]]).__name__}, not a string")
+            finished = row.get("finished")
+            if finished is not None and (
+                not isinstance(finished, list)
+                or len(finished) != len(responses)
+                or not all(isinstance(f, bool) for f in finished)
+            ):
+                raise ValueError(f"{where}: 'finished' must be a list of {len(responses)} booleans, one per response")
             gold = row.get("gold")
             if gold is not None and not isinstance(gold, (str, int, float)):
                 raise ValueError(f"{where}: 'gold' must be a string or a number, got {type(gold).__name__}")
@@ -141,7 +150,8 @@ def _batches(rows: Iterator[tuple[int, dict[str, Any]]], size: int) -> Iterator[
 
 
 def _score_batch(rows: list[dict[str, Any]], task: str, clusterer: AnswerClusterer) -> list[dict[str, Any]]:
-    stats = score_groups([row["responses"] for row in rows], task, clusterer)
+    finished = [row.get("finished") for row in rows]
+    stats = score_groups([row["responses"] for row in rows], task, clusterer, finished)
     with_gold = [i for i, row in enumerate(rows) if row.get("gold") is not None]
     gold_answers = {i: extract_answer(str(rows[i]["gold"]), task, reference=True) for i in with_gold}
     gold_clusters = label_clusters([stats[i] for i in with_gold], [gold_answers[i] for i in with_gold], clusterer)

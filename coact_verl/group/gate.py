@@ -32,11 +32,13 @@ class GateSetupError(RuntimeError):
 
 @dataclass(frozen=True)
 class Arrival:
-    """One training response waiting for its siblings: decoded text, dataset row, training step."""
+    """One training response waiting for its siblings: decoded text, dataset row, training step, and whether
+    it ended on its own rather than at the rollout's length limit (:attr:`GroupRequest.finished`)."""
 
     response: str
     row: PromptRow
     step: int
+    finished: bool = True
 
 
 class RewardGate:
@@ -117,7 +119,8 @@ class RewardGate:
         head = arrivals[0]
         await self.advance_service_step(head.step)
         responses = tuple(a.response for a in arrivals)
-        request = GroupRequest.from_row(head.row, uid, self.config.consistency.task, head.step, responses)
+        finished = tuple(a.finished for a in arrivals)
+        request = GroupRequest.from_row(head.row, uid, self.config.consistency.task, head.step, responses, finished)
         return await self.labeler.label(request)
 
 

@@ -13,6 +13,7 @@ they add no policy-gradient term; in DPO mode they make no pair.
 from __future__ import annotations
 
 import logging
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,9 @@ class GroupRequest:
         given_label: a label the prompt already carries (prompt-pool rows, :attr:`PromptRow.given_label`); the group
             is then scored against it without routing or asking the oracle.
         given_source: ``oracle`` or ``self`` for a given label, else ``none``.
+        finished: per response, whether it ended on its own rather than at the rollout's length limit, shape
+            ``(n,)`` (see :func:`response_finished`); ``None``: all did. A cut response has an answer only where
+            it wrote one explicitly (box, answer marker, ``####``) before the cut.
     """
 
     prompt_id: str
@@ -63,10 +67,21 @@ class GroupRequest:
     responses: tuple[str, ...]
     given_label: str | None = None
     given_source: str = SOURCE_NONE
+    finished: tuple[bool, ...] | None = None
+
+    def __post_init__(self) -> None:
+        if self.finished is not None and len(self.finished) != len(self.responses):
+            raise ValueError(f"{len(self.responses)} responses but {len(self.finished)} finished flags")
 
     @classmethod
     def from_row(
-        cls, row: PromptRow, uid: str, default_task: str, step: int, responses: tuple[str, ...]
+        cls,
+        row: PromptRow,
+        uid: str,
+        default_task: str,
+        step: int,
+        responses: tuple[str, ...],
+        finished: tuple[bool, ...] | None = None,
     ) -> GroupRequest:
         """The request for a row's group: the row's prompt id (else the rollout ``uid``), its task (else
         ``default_task``) and the label it carries."""
@@ -79,7 +94,14 @@ class GroupRequest:
             responses=responses,
             given_label=label,
             given_source=source,
+            finished=finished,
         )
+
+
+def response_finished(token_ids: Sequence[int], max_tokens: int, stop_ids: Collection[int]) -> bool:
+    """Whether a sampled response ended on its own: shorter than ``max_tokens`` (the rollout's length limit),
+    or ending on one of ``stop_ids`` (end-of-turn and other special tokens)."""
+    return len(token_ids) < max_tokens or (len(token_ids) > 0 and int(token_ids[-1]) in stop_ids)
 
 
 @dataclass(frozen=True)
@@ -186,7 +208,8 @@ class GroupLabeler:
         if not request.responses:
             raise ValueError(f"group {request.prompt_id} has no responses")
         task = request.task or self.config.consistency.task
-        stats = (await ascore_groups([list(request.responses)], task, self.clusterer))[0]
+        finished = None if request.finished is None else [request.finished]
+        stats = (await ascore_groups([list(request.responses)], task, self.clusterer, finished))[0]
         if request.given_label is not None:
             return await self._score_given(request, stats, task)
         embedding = self.embedder.encode([request.question])[0]

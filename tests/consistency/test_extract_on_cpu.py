@@ -241,3 +241,24 @@ def test_the_marker_scan_shortcut_finds_the_same_markers():
     for _ in range(3000):
         text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 12)))
         assert [m.span() for m in extract._MARKER_RE.finditer(text)] == [m.span() for m in plain.finditer(text)], text
+
+
+@pytest.mark.parametrize(
+    ("text", "task", "finished_answer", "cut_answer"),
+    [
+        # the reasoning stopped at the length limit: its last expression is not an answer
+        ("We know that $2x + 3 = 11$, so $2x = 8$", "math", "2x = 8", None),
+        ("She buys 3 boxes of 12 eggs, that is 36 eggs, and gives away", "gsm8k", "36", None),
+        ("Putting it together,\n\\[ \\frac{3}{4} \\]", "math", "\\frac{3}{4}", None),
+        # an explicit answer before the cut still counts
+        ("The answer is 42. To double-check, 6 times 7 is", "gsm8k", "42", "42"),
+        ("So \\boxed{\\frac{1}{2}}. Let us verify: $x = ", "math", "\\frac{1}{2}", "\\frac{1}{2}"),
+        ("#### 18\nCheck: 9 * 2 =", "gsm8k", "18", "18"),
+        ("Final answer: $7$ since the first step gives $3 + 4", "math", "7", "7"),
+    ],
+)
+def test_a_response_cut_at_the_length_limit_has_only_its_explicit_answer(text, task, finished_answer, cut_answer):
+    assert extract_answer(text, task) == finished_answer
+    assert extract_answer(text, task, finished=False) == cut_answer
+    # a reference solution is never cut off
+    assert extract_answer(text, task, reference=True, finished=False) == extract_answer(text, task, reference=True)

@@ -132,3 +132,17 @@ def test_group_stats_is_frozen():
     assert isinstance(s, GroupStats)
     with pytest.raises(AttributeError):
         s.agreement = 0.5  # type: ignore[misc]
+
+
+def test_cut_responses_do_not_vote_with_their_last_expression(clusterer):
+    """Three responses cut mid-reasoning at the same intermediate value would outvote the finished answer."""
+    cut = "First, 4 * 3 = 12 eggs, then"
+    responses = ["#### 15", cut, cut, cut, "#### 15"]
+    assert score_groups([responses], "gsm8k", clusterer)[0].majority_answer == "12"
+    finished = [True, False, False, False, True]
+    (stats,) = score_groups([responses], "gsm8k", clusterer, [finished])
+    assert stats.majority_answer == "15"
+    assert stats.answers == ("15", None, None, None, "15")
+    assert stats.agreement == 2 / 5
+    with pytest.raises(ValueError, match="finished flags"):
+        score_groups([responses], "gsm8k", clusterer, [finished[:2]])

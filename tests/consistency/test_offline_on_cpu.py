@@ -75,6 +75,17 @@ def test_same_numbers_as_the_library_path(tmp_path):
         assert row["cluster_of"] == list(s.cluster_of) and row["entropy"] == s.entropy
 
 
+def test_responses_marked_unfinished_keep_only_their_explicit_answers(tmp_path):
+    cut = "We have $x = 3$, so $2x = 6$ and"
+    row = {"id": 1, "responses": ["\\boxed{7}", cut, cut, "\\boxed{7} and then", cut], "gold": "7"}
+    row["finished"] = [True, False, False, False, True]
+    src, dst = _write(tmp_path / "in.jsonl", [row]), tmp_path / "out.jsonl"
+    score_rollouts(src, dst, "math", ConsistencyConfig(use_math_verify=False))
+    (out,) = _read(dst)
+    assert out["answers"] == ["7", None, None, "7", "2x = 6"]
+    assert out["majority"] == "7" and out["gold_match"] == [True, False, False, True, False]
+
+
 def test_malformed_json_names_the_line_and_leaves_no_output(tmp_path, capsys):
     src = _write(tmp_path / "bad.jsonl", ROWS[:2], ('{"id": 3, "responses": ["x"]\n',))
     dst = tmp_path / "out.jsonl"
@@ -94,6 +105,8 @@ def test_malformed_json_names_the_line_and_leaves_no_output(tmp_path, capsys):
         ('{"id": 1, "responses": []}', "'responses' must be a non-empty list"),
         ('{"id": 1, "responses": ["a", 3]}', "responses\\[1\\] is int"),
         ('{"id": 1, "responses": ["a"], "gold": {"x": 1}}', "'gold' must be"),
+        ('{"id": 1, "responses": ["a", "b"], "finished": [true]}', "'finished' must be a list of 2 booleans"),
+        ('{"id": 1, "responses": ["a"], "finished": [1]}', "'finished' must be a list of 1 booleans"),
     ],
 )
 def test_invalid_rows_are_rejected_with_their_line(tmp_path, line, message):

@@ -124,3 +124,23 @@ def test_given_label_and_question_come_from_the_row():
         "3",
         "oracle",
     )
+
+
+def test_responses_cut_at_the_length_limit_do_not_self_label_their_last_number():
+    config = CoActConfig(router=RouterConfig(policy="self_only"))
+    cut = "4 apples and 4 more is 8, and then"
+    responses = ("#### 5", cut, cut, cut, "#### 5")
+
+    async def run(finished):
+        labeler = GroupLabeler(config)
+        try:
+            return await labeler.label(GroupRequest("pid", "q", "gsm8k", 1, responses, finished=finished))
+        finally:
+            await labeler.aclose()
+
+    assert asyncio.run(run(None)).label_answer == "8"  # read as finished, the cut reasoning outvotes the answer
+    outcome = asyncio.run(run((True, False, False, False, True)))
+    assert outcome.stats.answers == ("5", None, None, None, "5")
+    assert outcome.rewards == (0.0,) * 5 and outcome.route == "drop"  # 2 of 5 agree: below τ_self
+    with pytest.raises(ValueError, match="finished flags"):
+        GroupRequest("pid", "q", "gsm8k", 1, responses, finished=(True,))
