@@ -28,7 +28,14 @@ STOCK_GRPO = [
 def test_grpo_steps_with_weight_sync(tiny_assets, tmp_path):
     run = run_ok("coact_grpo_cpu", base_overrides(tiny_assets, 3) + STOCK_GRPO, tmp_path / "sync.log")
     assert run.metric("training/global_step") == [1.0, 2.0, 3.0]
-    assert all(g > 0 for g in run.metric("actor/grad_norm"))
+    # The actor learns from every step with a learning signal. The toy reward is coarse (a tiny model's responses
+    # often have the same share of digits), so a step may have no group with two different rewards: GRPO's
+    # advantages are then all zero and so is the gradient.
+    highs, lows = run.metric("critic/advantages/max"), run.metric("critic/advantages/min")
+    spread = [hi - lo for hi, lo in zip(highs, lows, strict=True)]
+    grads = run.metric("actor/grad_norm")
+    assert len(grads) == 3 and any(s > 0 for s in spread), (spread, grads)
+    assert all(g > 0 for g, s in zip(grads, spread, strict=True) if s > 0), (spread, grads)
     gaps = run.metric("training/rollout_probs_diff_max")
     assert len(gaps) == 3 and max(gaps) < 1e-3, gaps
 
