@@ -29,7 +29,7 @@ from verl.trainer.ppo.v1.agent_loop_tq import AgentLoopManagerTQ, AgentLoopWorke
 
 from coact_verl.adapters.router_actor import job_router
 from coact_verl.group.gather import SiblingBarrier
-from coact_verl.group.labeler import GroupLabeler, GroupRequest, feedback_infos, response_finished
+from coact_verl.group.labeler import GroupLabeler, GroupRequest, feedback_infos, response_finished, stop_token_ids
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import VALIDATE_KEY, PromptRow
 
@@ -46,7 +46,7 @@ def group_request(
     kwargs = sessions[0][1]
     ids = [outputs[-1].response_ids for outputs, _ in sessions]
     responses = tuple(tokenizer.decode(r, skip_special_tokens=True) for r in ids)
-    stop_ids = frozenset(tokenizer.all_special_ids)
+    stop_ids = stop_token_ids(tokenizer)
     finished = tuple(response_finished(r, max_response_tokens, stop_ids) for r in ids)
     row = PromptRow.from_row(kwargs)
     step = int(kwargs.get("global_steps") or 0)

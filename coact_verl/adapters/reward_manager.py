@@ -27,7 +27,7 @@ from verl.experimental.reward_loop.reward_manager.base import RewardManagerBase
 from coact_verl.adapters.router_actor import job_router
 from coact_verl.consistency import AnswerClusterer
 from coact_verl.group.gate import Arrival, RewardGate, score_alone
-from coact_verl.group.labeler import response_finished
+from coact_verl.group.labeler import response_finished, stop_token_ids
 from coact_verl.oracle.client import OracleSetupError
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import PromptRow
@@ -101,7 +101,7 @@ class CoActRewardManager(RewardManagerBase):
         check_classic_manager(config)
         self.coact = coact_config(config)
         self.group_size = int(config.actor_rollout_ref.rollout.n)
-        self._stop_ids = frozenset(tokenizer.all_special_ids)  # a response ending on one of them was not cut
+        self._stop_ids = stop_token_ids(tokenizer)  # a response ending on one of them was not cut
         self._gate = None
         self._clusterer: AnswerClusterer | None = None
         self._validation_uids: dict[str, bool] | None = {} if _attach_transfer_queue(config) else None

@@ -98,6 +98,16 @@ class GroupRequest:
         )
 
 
+def stop_token_ids(tokenizer: Any) -> frozenset[int]:
+    """Token ids on which a response ends on its own: a Hugging Face tokenizer's special tokens, else its
+    ``eos_token_id`` (tokenizers without either give none, and only the length limit marks a cut)."""
+    special = getattr(tokenizer, "all_special_ids", None)
+    if special is None:
+        eos = getattr(tokenizer, "eos_token_id", None)
+        special = [] if eos is None else [eos]
+    return frozenset(int(i) for i in special)
+
+
 def response_finished(token_ids: Sequence[int], max_tokens: int, stop_ids: Collection[int]) -> bool:
     """Whether a sampled response ended on its own: shorter than ``max_tokens`` (the rollout's length limit),
     or ending on one of ``stop_ids`` (end-of-turn and other special tokens)."""

@@ -6,7 +6,7 @@ from types import SimpleNamespace
 
 from coact_verl.adapters.agent_loop import group_request
 from coact_verl.data.tiny import train_chat_tokenizer
-from coact_verl.group.labeler import response_finished
+from coact_verl.group.labeler import response_finished, stop_token_ids
 
 CORPUS = ["Tom has 3 apples and buys 4 more. #### 7", "First, 4 * 3 = 12 eggs, then #### 15"] * 20
 
@@ -32,3 +32,10 @@ def test_group_request_marks_responses_cut_at_the_limit(tmp_path):
     assert request.finished == (True, False, True)
     assert request.responses[1] == tokenizer.decode(cut, skip_special_tokens=True)
     assert request.prompt_id == "p1" and request.step == 3
+
+
+def test_stop_token_ids_of_tokenizers_with_and_without_special_ids(tmp_path):
+    tokenizer = train_chat_tokenizer(tmp_path / "tok", CORPUS)
+    assert tokenizer.convert_tokens_to_ids("<|im_end|>") in stop_token_ids(tokenizer)
+    assert stop_token_ids(SimpleNamespace(eos_token_id=2)) == {2}
+    assert stop_token_ids(SimpleNamespace()) == frozenset()
