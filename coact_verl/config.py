@@ -74,8 +74,10 @@ class RouterConfig:
     """Which groups are self-labelled, sent to the oracle, or dropped.
 
     Args:
-        policy: ``coact`` (low-agreement + k-NN out-of-distribution), ``lowest_agreement``, ``random``,
-            ``self_only`` (no oracle, TTRL-like) or ``gold_all`` (every group to the oracle; a full-label baseline).
+        policy: ``lowest_agreement`` (default: the least-consistent groups), ``coact`` (CoAct's router: low agreement
+            plus a fixed ``knn_share`` for confident prompts far from verified ones), ``adaptive`` (the branches
+            split by measured yield), ``random``, ``self_only`` (no oracle, TTRL-like) or ``gold_all`` (every group
+            to the oracle; a full-label baseline).
         self_label_threshold: τ_self, a share of n in (0, 1]; agreement ≥ τ_self is self-labelled.
         self_label_unanimous: whether unanimous groups (agreement 1) are self-labelled.
         oracle_share_per_step: share of a step's groups the oracle may label (the per-step budget), in [0, 1].
@@ -104,7 +106,7 @@ class RouterConfig:
             the oracle confirmed the majority answer) or ``any_correct`` (it confirmed any answer).
     """
 
-    policy: str = "coact"
+    policy: str = "lowest_agreement"
     self_label_threshold: float = 0.5
     self_label_unanimous: bool = True
     oracle_share_per_step: float = 0.2

@@ -43,12 +43,20 @@ from coact_verl.router.bands import (
 )
 from coact_verl.router.embedding import knn_distance
 from coact_verl.router.learning import BRANCHES, Audit, BranchYield, Calibration, changed_target
-from coact_verl.router.select import StepContext, admit_highest, admit_lowest, get_policy
+from coact_verl.router.select import (
+    StepContext,
+    admit_highest,
+    admit_lowest,
+    get_policy,
+    stopping_values,
+    take_now,
+)
 
 logger = logging.getLogger(__name__)
 
 _EPS = 1e-9
 _PACING_SLACK = 0.2
+_MIN_VALUE_WINDOW = 32  # agreements seen before the lowest_agreement policy paces by optimal stopping
 PACED = ("low_agreement", "knn", "spot_check", "audit", "random")
 _REASON_OF = {
     "low_agreement": Reason.LOW_AGREEMENT,
@@ -103,6 +111,7 @@ class Router:
         self._step_used = 0
         self._last_dist: float | None = None
         self._remaining: int | None = None
+        self._value_table: np.ndarray | None = None  # optimal-stopping table of the step (lowest_agreement)
         self._counts: Counter[str] = Counter()
         self._shares: dict[str, float] = {}
         self.yields = BranchYield(self.cfg.bandit_discount)
@@ -264,6 +273,7 @@ class Router:
         self._collapse_guard()
         self.yields.decay()
         self._shares = {}
+        self._value_table = None
 
     def branch_shares(self, branches: Sequence[str]) -> dict[str, float]:
         """The step's split of the non-audit budget across ``branches`` for the ``adaptive`` policy.
@@ -460,6 +470,10 @@ class Router:
         """Quota pacing for ``branch`` (one of ``low_agreement``, ``knn``, ``spot_check``, ``audit``, ``random``)."""
         if not self.has_budget():
             return False
+        if branch == "low_agreement" and self.cfg.policy == "lowest_agreement":
+            decided = self._admit_by_value(group)
+            if decided is not None:
+                return decided
         q = self._admit_share(branch)
         if q <= 0.0:
             return False
@@ -472,6 +486,31 @@ class Router:
                 return admit_lowest(self._self_rho, group.agreement, q, self.rng)
             return admit_highest(self._dist, self._last_dist, q, self.rng)
         return bool(self.rng.random() < q)
+
+    def _admit_by_value(self, group: GroupView) -> bool | None:
+        """Optimal stopping for a single low-agreement branch (``None``: not enough known, use the quantile rule).
+
+        A group is worth 1 − ρ (plus 10⁻³ of its runner-up share, the step-mode tie-break), a proxy for the
+        chance that its majority is wrong. Coming groups are drawn from the agreement window (and the window's
+        share of non-unanimous groups); the step's table (:func:`~coact_verl.router.select.stopping_values`)
+        then says whether this group is worth more than keeping the label for the groups still to come. Unlike
+        the quantile rule, it holds a label back when a better group is likely to come, and spends whatever
+        comes once few groups are left, so the budget is still used up.
+        """
+        if self._step_n is None or len(self._rho) < _MIN_VALUE_WINDOW:
+            return None
+        quota_left = self._quota.get("low_agreement", 0.0) - self._used_by[Reason.LOW_AGREEMENT.value]
+        labels = int(np.ceil(quota_left - _EPS))
+        if self._step_cap is not None:
+            labels = min(labels, self._step_cap - self._step_used)
+        if labels <= 0:
+            return False
+        groups_after = max(self._step_n - self._step_seen, 0)
+        if self._value_table is None:
+            keys, counts = np.unique(np.asarray(self._rho), return_counts=True)
+            chances = counts / counts.sum() * self._candidate_share("low_agreement")
+            self._value_table = stopping_values(chances, 1.0 - keys, groups_after + 1, labels)
+        return take_now(self._value_table, 1.0 - _low_key(group), groups_after, labels)
 
     def admit_low_agreement(self, group: GroupView, share: float) -> bool:
         """Pacing test on the window of recent agreements of non-unanimous groups (``share`` of all groups)."""

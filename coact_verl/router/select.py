@@ -45,6 +45,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 import numpy as np
+from numpy.typing import NDArray
 
 from coact_verl.config import RouterConfig
 from coact_verl.router.bands import (
@@ -200,6 +201,44 @@ def admit_lowest(window: Sequence[float], value: float, share: float, rng: np.ra
 def admit_highest(window: Sequence[float], value: float, share: float, rng: np.random.Generator) -> bool:
     """Mirror of :func:`admit_lowest`: does ``value`` fall in the highest ``share`` of ``window``?"""
     return admit_lowest([-v for v in window], -value, share, rng)
+
+
+def stopping_values(chances: np.ndarray, values: np.ndarray, groups_left: int, labels: int) -> NDArray[np.float64]:
+    """Expected value an optimal online picker still collects: ``V[m, k]`` with m groups to come and k labels.
+
+    Each coming group independently is a candidate worth ``values[j]`` with probability ``chances[j]`` (the
+    chances sum to at most 1; the rest are not candidates). The optimal rule takes a candidate worth v with
+    m groups after it and k labels left iff v + V[m, k-1] ≥ V[m, k] (:func:`take_now`).
+
+    Args:
+        chances: (L,) probability that the next group is a candidate of each value.
+        values: (L,) their values.
+        groups_left: largest m of the table.
+        labels: largest k of the table.
+
+    Returns:
+        (groups_left + 1, labels + 1) array; ``V[0, :] = V[:, 0] = 0``.
+    """
+    table = np.zeros((groups_left + 1, labels + 1))
+    if labels == 0:
+        return table
+    chances = np.asarray(chances, dtype=np.float64)
+    values = np.asarray(values, dtype=np.float64)[:, None]
+    other = max(1.0 - float(chances.sum()), 0.0)
+    for m in range(1, groups_left + 1):
+        keep = table[m - 1, 1:]  # k labels kept for later, k = 1..labels
+        take = values + table[m - 1, :-1]  # (L, labels): take this one, k - 1 left for later
+        table[m, 1:] = other * keep + chances @ np.maximum(keep, take)
+    return table
+
+
+def take_now(table: np.ndarray, value: float, groups_after: int, labels_left: int) -> bool:
+    """The optimal stopping rule on a :func:`stopping_values` table (beyond the table's m: the last row)."""
+    if labels_left <= 0:
+        return False
+    m = min(max(groups_after, 0), table.shape[0] - 1)
+    k = min(labels_left, table.shape[1] - 1)
+    return bool(value + table[m, k - 1] >= table[m, k] - 1e-12)
 
 
 def _spot_checks(groups: Sequence[GroupView], routes: list[Route], budget: int, ctx: StepContext) -> int:

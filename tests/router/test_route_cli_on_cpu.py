@@ -83,3 +83,16 @@ def test_route_rejects_bad_input(tmp_path, capsys):
     bad.write_text('{"id": 1, "responses": ["x"]}\n')
     assert main(["route", "--in", str(bad), "--out", str(tmp_path / "o.jsonl")]) == 2
     assert "agreement" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("mode", ["step", "online"])
+def test_default_policy_spends_labels_on_wrong_majorities(mode):
+    """Four samples per prompt from a weak model whose wrong answers mostly scatter (as on GSM8K): the default
+    router's labels land on wrong majorities nearly as often as they could; CoAct's fixed k-NN half does not."""
+    rows = simulate_rows(1024, 4, seed=3, skill=(1.2, 2.0), confident_wrong=(0.5, 3.0))
+    caught = {}
+    for policy in (RouterConfig().policy, "coact"):
+        _, summary = route_rollouts(rows, RouterConfig(policy=policy), mode=mode, step_size=64, shuffle=True)
+        assert summary["spent"] >= 0.98 * summary["budget"]
+        caught[policy] = summary["caught_of_best"]
+    assert caught[RouterConfig().policy] >= 0.8 and caught[RouterConfig().policy] > caught["coact"] + 0.05, caught

@@ -28,7 +28,7 @@ def test_registry_matches_config_policies():
 
 
 def test_coact_iteration_zero_falls_back_to_lowest_agreement_in_self_band():
-    routes = Router(RouterConfig()).route_step([GroupView(a) for a in AGREEMENTS], budget=4)
+    routes = Router(RouterConfig(policy="coact")).route_step([GroupView(a) for a in AGREEMENTS], budget=4)
     # B = 4 -> 2 lowest-agreement (0.125, 0.25), 2 k-NN; nothing verified yet -> the two 0.5 groups of the
     # self band (indices 2 and 9). 0.375 stays below τ_self and is dropped; the rest are self-labelled.
     assert _summary(routes) == [
@@ -46,7 +46,7 @@ def test_coact_iteration_zero_falls_back_to_lowest_agreement_in_self_band():
 
 
 def test_coact_knn_prefers_prompts_far_from_verified_ones():
-    router = Router(RouterConfig(knn_k=2, knn_share=2 / 3))  # budget 3 -> 1 low-agreement + 2 k-NN
+    router = Router(RouterConfig(policy="coact", knn_k=2, knn_share=2 / 3))  # budget 3 -> 1 low-agreement + 2 k-NN
     router.add_verified(np.stack([_unit(1, 0, 0), _unit(1, 0.1, 0), _unit(1, 0, 0.1)]))
     near, far, mid = _unit(1, 0.05, 0.05), _unit(0, 1, 0), _unit(1, 1, 0)
     groups = [
@@ -68,13 +68,13 @@ def test_coact_knn_prefers_prompts_far_from_verified_ones():
 
 def test_unfilled_knn_share_flows_back_to_low_agreement():
     groups = [GroupView(a) for a in (0.125, 0.25, 0.375, 0.25, 1.0)]  # no self-band group at all
-    routes = Router(RouterConfig()).route_step(groups, budget=4)
+    routes = Router(RouterConfig(policy="coact")).route_step(groups, budget=4)
     assert [r.reason.value for r in routes] == ["low_agreement"] * 4 + ["majority"]
 
 
 def test_low_agreement_can_reach_into_self_band_and_ties_break_by_index():
     groups = [GroupView(a) for a in (0.75, 0.5, 0.5, 1.0, 0.5)]
-    routes = Router(RouterConfig(knn_share=0.0)).route_step(groups, budget=2)
+    routes = Router(RouterConfig(policy="coact", knn_share=0.0)).route_step(groups, budget=2)
     assert [r.is_oracle for r in routes] == [False, True, True, False, False]
 
 
