@@ -6,6 +6,7 @@ the metrics it needs are absent it writes nothing and returns the reason instead
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -164,7 +165,7 @@ def plot_label_efficiency(curves: Sequence[ArmCurve], metric: str | None, out_di
         )
         ax.fill_between(curve.labels_used, low, high, color=f"C{i}", alpha=0.2)
     ax.set_xlabel("oracle labels used")
-    ax.set_ylabel(f"accuracy ({metric})" if metric else "accuracy")
+    ax.set_ylabel("\n".join(textwrap.wrap(f"accuracy ({metric})", 48)) if metric else "accuracy")
     _finish(ax, "Accuracy vs labels used (mean ± std over seeds)", legend=True)
     return _save(fig, out_dir / "label_efficiency.png", title, "Bands: ± one standard deviation over seeds.")
 
