@@ -48,6 +48,7 @@ from coact_verl.router.select import (
     admit_highest,
     admit_lowest,
     get_policy,
+    shortfall_chances,
     stopping_values,
     take_now,
 )
@@ -57,6 +58,7 @@ logger = logging.getLogger(__name__)
 _EPS = 1e-9
 _PACING_SLACK = 0.2
 _MIN_VALUE_WINDOW = 32  # agreements seen before the lowest_agreement policy paces by optimal stopping
+_SHORTFALL_RISK = 0.001  # optimal-stopping pacing holds a label only while P(it ends the step unspent) is below this
 PACED = ("low_agreement", "knn", "spot_check", "audit", "random")
 _REASON_OF = {
     "low_agreement": Reason.LOW_AGREEMENT,
@@ -112,6 +114,7 @@ class Router:
         self._last_dist: float | None = None
         self._remaining: int | None = None
         self._value_table: np.ndarray | None = None  # optimal-stopping table of the step (lowest_agreement)
+        self._shortfall: np.ndarray | None = None  # P(too few candidates to come) table of the step
         self._counts: Counter[str] = Counter()
         self._shares: dict[str, float] = {}
         self.yields = BranchYield(self.cfg.bandit_discount)
@@ -274,6 +277,7 @@ class Router:
         self.yields.decay()
         self._shares = {}
         self._value_table = None
+        self._shortfall = None
 
     def branch_shares(self, branches: Sequence[str]) -> dict[str, float]:
         """The step's split of the non-audit budget across ``branches`` for the ``adaptive`` policy.
@@ -470,7 +474,7 @@ class Router:
         """Quota pacing for ``branch`` (one of ``low_agreement``, ``knn``, ``spot_check``, ``audit``, ``random``)."""
         if not self.has_budget():
             return False
-        if branch == "low_agreement" and self.cfg.policy == "lowest_agreement":
+        if branch == "low_agreement" and self.policy.paces_by_value:
             decided = self._admit_by_value(group)
             if decided is not None:
                 return decided
@@ -494,8 +498,9 @@ class Router:
         chance that its majority is wrong. Coming groups are drawn from the agreement window (and the window's
         share of non-unanimous groups); the step's table (:func:`~coact_verl.router.select.stopping_values`)
         then says whether this group is worth more than keeping the label for the groups still to come. Unlike
-        the quantile rule, it holds a label back when a better group is likely to come, and spends whatever
-        comes once few groups are left, so the budget is still used up.
+        the quantile rule, it holds a label back when a better group is likely to come. A label is held only
+        while the chance that too few candidates come to spend it (:func:`~coact_verl.router.select.
+        shortfall_chances`) stays below ``_SHORTFALL_RISK``, so the step's budget is spent.
         """
         if self._step_n is None or len(self._rho) < _MIN_VALUE_WINDOW:
             return None
@@ -506,11 +511,16 @@ class Router:
         if labels <= 0:
             return False
         groups_after = max(self._step_n - self._step_seen, 0)
-        if self._value_table is None:
+        if self._value_table is None or self._shortfall is None:
             keys, counts = np.unique(np.asarray(self._rho), return_counts=True)
-            chances = counts / counts.sum() * self._candidate_share("low_agreement")
+            candidate_share = self._candidate_share("low_agreement")
+            chances = counts / counts.sum() * candidate_share
             self._value_table = stopping_values(chances, 1.0 - keys, groups_after + 1, labels)
-        return take_now(self._value_table, 1.0 - _low_key(group), groups_after, labels)
+            self._shortfall = shortfall_chances(candidate_share, groups_after + 1, labels)
+        if take_now(self._value_table, 1.0 - _low_key(group), groups_after, labels):
+            return True
+        m = min(groups_after, self._shortfall.shape[0] - 1)
+        return bool(self._shortfall[m, min(labels, self._shortfall.shape[1] - 1)] > _SHORTFALL_RISK)
 
     def admit_low_agreement(self, group: GroupView, share: float) -> bool:
         """Pacing test on the window of recent agreements of non-unanimous groups (``share`` of all groups)."""

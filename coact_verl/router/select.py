@@ -133,9 +133,14 @@ class OnlineContext(Protocol):
 
 
 class RoutingPolicy(Protocol):
-    """A named routing rule with a step mode and an online mode."""
+    """A named routing rule with a step mode and an online mode.
+
+    ``uses_knn``: the router keeps k-NN distances of self-band groups for it. ``paces_by_value``: its single
+    low-agreement branch is paced online by optimal stopping (:func:`stopping_values`) rather than by quantiles.
+    """
 
     uses_knn: bool
+    paces_by_value: bool
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]: ...
 
@@ -232,6 +237,31 @@ def stopping_values(chances: np.ndarray, values: np.ndarray, groups_left: int, l
     return table
 
 
+def shortfall_chances(chance: float, groups_left: int, labels: int) -> NDArray[np.float64]:
+    """``S[m, k]``: probability that fewer than k candidates come among m groups, each a candidate w.p. ``chance``.
+
+    The binomial lower tail P(Bin(m, chance) < k), for m ≤ ``groups_left`` and k ≤ ``labels``; an online picker
+    that holds k labels with m groups to come ends the step with a label unspent at least this often.
+
+    Returns:
+        (groups_left + 1, labels + 1) array; ``S[:, 0] = 0``, ``S[0, k] = 1`` for k ≥ 1.
+    """
+    table = np.zeros((groups_left + 1, labels + 1))
+    if labels == 0:
+        return table
+    p = min(max(float(chance), 0.0), 1.0)
+    dist = np.zeros(labels + 1)  # P(X = j) for j < labels; the last entry collects P(X >= labels)
+    dist[0] = 1.0
+    for m in range(groups_left + 1):
+        if m > 0:
+            grown = dist * (1.0 - p)
+            grown[1:] += dist[:-1] * p
+            grown[-1] += dist[-1] * p
+            dist = grown
+        table[m, 1:] = np.cumsum(dist[:-1])
+    return table
+
+
 def take_now(table: np.ndarray, value: float, groups_after: int, labels_left: int) -> bool:
     """The optimal stopping rule on a :func:`stopping_values` table (beyond the table's m: the last row)."""
     if labels_left <= 0:
@@ -288,6 +318,7 @@ class CoActPolicy:
     """Lowest agreement + k-NN distance within the self band + optional spot checks (see module docstring)."""
 
     uses_knn = True
+    paces_by_value = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         cfg = ctx.cfg
@@ -333,6 +364,7 @@ class AdaptivePolicy:
     """
 
     uses_knn = True
+    paces_by_value = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         routes = _defaults(groups, ctx)
@@ -405,6 +437,7 @@ class LowestAgreementPolicy:
     """Spot checks, then the whole budget to the lowest-agreement groups (no k-NN)."""
 
     uses_knn = False
+    paces_by_value = True
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         routes = _defaults(groups, ctx)
@@ -429,6 +462,7 @@ class RandomPolicy:
     """The budget goes to uniformly random groups; the rest are self-labelled or dropped by band."""
 
     uses_knn = False
+    paces_by_value = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         routes = _defaults(groups, ctx)
@@ -448,6 +482,7 @@ class SelfOnlyPolicy:
     """Never ask the oracle: self-label by band, drop the rest (TTRL-like)."""
 
     uses_knn = False
+    paces_by_value = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         return _defaults(groups, ctx)
@@ -461,6 +496,7 @@ class GoldAllPolicy:
     """Every group to the oracle, whatever the budget (the full-label baseline)."""
 
     uses_knn = False
+    paces_by_value = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         return [oracle_route(Reason.ALL) for _ in groups]

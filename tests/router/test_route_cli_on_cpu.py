@@ -7,8 +7,7 @@ import pytest
 from coact_verl.cli import main
 from coact_verl.config import RouterConfig
 from coact_verl.router.cli import route_rollouts
-
-from .sim import simulate_rows
+from coact_verl.router.simulate import simulate_rows
 
 
 def _write(path, rows):

@@ -1,4 +1,4 @@
-"""Simulated scored groups for router tests: rows shaped like ``coact-verl score`` output (with gold).
+"""Simulated scored groups: rows shaped like ``coact-verl score`` output (with gold), for routing research and tests.
 
 Prompts come from topics; each topic has a skill level and a tendency to a shared confident wrong answer,
 so some topics produce self-consistent wrong majorities (unanimous ones included). Prompt texts draw from
@@ -8,6 +8,7 @@ a topic-specific vocabulary, so the hashing embedder places a topic's prompts cl
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 import numpy as np
 
@@ -20,9 +21,18 @@ def simulate_rows(
     skill: tuple[float, float] = (2.0, 2.0),
     confident_wrong: tuple[float, float] = (1.0, 1.5),
     task: str = "gsm8k",
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """``n_prompts`` rows with ``id``, ``prompt``, ``task``, ``n``, ``cluster_sizes``, ``agreement``,
-    ``majority_correct``, ``gold_cluster`` (the ``score`` fields the router reads)."""
+    ``majority_correct``, ``gold_cluster`` (the ``score`` fields the router reads).
+
+    Args:
+        n_prompts: rows to draw.
+        n_samples: responses per prompt (n).
+        seed: seeds everything.
+        topics: topics; each has a skill (P(a response is right) ~ Beta(``skill``)) and a tendency to one shared
+            confident wrong answer (~ Beta(``confident_wrong``)).
+        task: the rows' answer format.
+    """
     rng = np.random.default_rng(seed)
     topic_skill = rng.beta(*skill, size=topics)
     topic_conf = rng.beta(*confident_wrong, size=topics)
