@@ -39,14 +39,19 @@ Session = tuple[list[Any], dict[str, Any]]
 
 
 def group_request(
-    uid: str, sessions: Sequence[Session], tokenizer: Any, default_task: str, max_response_tokens: int
+    uid: str,
+    sessions: Sequence[Session],
+    tokenizer: Any,
+    default_task: str,
+    max_response_tokens: int,
+    stop_ids: frozenset[int],
 ) -> GroupRequest:
     """Decode the final output of every session (in session order) into a :class:`GroupRequest`, marking the
-    responses the rollout cut at ``max_response_tokens`` (see :func:`response_finished`)."""
+    responses the rollout cut at ``max_response_tokens`` (see :func:`response_finished`; ``stop_ids``: the
+    tokenizer's :func:`stop_token_ids`)."""
     kwargs = sessions[0][1]
     ids = [outputs[-1].response_ids for outputs, _ in sessions]
     responses = tuple(tokenizer.decode(r, skip_special_tokens=True) for r in ids)
-    stop_ids = stop_token_ids(tokenizer)
     finished = tuple(response_finished(r, max_response_tokens, stop_ids) for r in ids)
     row = PromptRow.from_row(kwargs)
     step = int(kwargs.get("global_steps") or 0)
@@ -73,6 +78,7 @@ class CoActAgentLoopWorker(_BASE):
         _BASE.__init__(self, *args, **kwargs)
         self.coact = coact_config(self.config)
         self.labeler = GroupLabeler(self.coact, oracle_url=self.coact.oracle.url, router=job_router(self.coact))
+        self.stop_ids = stop_token_ids(self.tokenizer)  # a response ending on one of them was not cut
         self.barrier: SiblingBarrier[Session, None] = SiblingBarrier(
             self._label_group, self.coact.group.rollout_timeout_s
         )
@@ -111,7 +117,7 @@ class CoActAgentLoopWorker(_BASE):
             infos = feedback_infos(len(sessions), row.feedback.kind, row.feedback.weight, row.prompt_id or uid)
         else:
             limit = int(self.config.actor_rollout_ref.rollout.response_length)
-            request = group_request(uid, sessions, self.tokenizer, self.coact.consistency.task, limit)
+            request = group_request(uid, sessions, self.tokenizer, self.coact.consistency.task, limit, self.stop_ids)
             infos = (await self.labeler.label(request)).response_infos(request.prompt_id)
         for (outputs, _), info in zip(sessions, infos, strict=True):
             outputs[-1].reward_score = info.reward

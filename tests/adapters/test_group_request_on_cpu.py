@@ -28,7 +28,7 @@ def test_group_request_marks_responses_cut_at_the_limit(tmp_path):
         ([SimpleNamespace(response_ids=ids)], {"global_steps": 3, "extra_info": {"prompt_id": "p1"}})
         for ids in (finished, cut, cut[:-1])
     ]
-    request = group_request("uid", sessions, tokenizer, "gsm8k", limit)
+    request = group_request("uid", sessions, tokenizer, "gsm8k", limit, stop_token_ids(tokenizer))
     assert request.finished == (True, False, True)
     assert request.responses[1] == tokenizer.decode(cut, skip_special_tokens=True)
     assert request.prompt_id == "p1" and request.step == 3
