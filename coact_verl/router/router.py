@@ -48,7 +48,7 @@ from coact_verl.router.select import (
     admit_highest,
     admit_lowest,
     get_policy,
-    shortfall_chances,
+    shortfall_chance,
     stopping_values,
     take_now,
 )
@@ -58,7 +58,7 @@ logger = logging.getLogger(__name__)
 _EPS = 1e-9
 _PACING_SLACK = 0.2
 _MIN_VALUE_WINDOW = 32  # agreements seen before the lowest_agreement policy paces by optimal stopping
-_SHORTFALL_RISK = 0.001  # optimal-stopping pacing holds a label only while P(it ends the step unspent) is below this
+_SHORTFALL_RISK = 0.001  # online pacing holds a label back only while P(it ends the step unspent) is below this
 PACED = ("low_agreement", "knn", "spot_check", "audit", "random")
 _REASON_OF = {
     "low_agreement": Reason.LOW_AGREEMENT,
@@ -99,7 +99,8 @@ class Router:
         self._dist: deque[float] = deque(maxlen=window)  # k-NN distance of recent self-band groups
         self._dist_emb: deque[np.ndarray] = deque(maxlen=window)  # their embeddings (to refresh the distances)
         self._dist_ref_size = 0  # reference size the distances in the window were computed against
-        self._flags: dict[str, deque[bool]] = {b: deque(maxlen=window) for b in PACED}  # candidate of branch?
+        # per recent group: a candidate of each branch? ("routable": of any branch with quota in its step)
+        self._flags: dict[str, deque[bool]] = {b: deque(maxlen=window) for b in (*PACED, "routable")}
         self._carry = 0.0
         self._audit_carry = 0.0
         self._used_total = 0
@@ -114,7 +115,6 @@ class Router:
         self._last_dist: float | None = None
         self._remaining: int | None = None
         self._value_table: np.ndarray | None = None  # optimal-stopping table of the step (lowest_agreement)
-        self._shortfall: np.ndarray | None = None  # P(too few candidates to come) table of the step
         self._counts: Counter[str] = Counter()
         self._shares: dict[str, float] = {}
         self.yields = BranchYield(self.cfg.bandit_discount)
@@ -277,7 +277,6 @@ class Router:
         self.yields.decay()
         self._shares = {}
         self._value_table = None
-        self._shortfall = None
 
     def branch_shares(self, branches: Sequence[str]) -> dict[str, float]:
         """The step's split of the non-audit budget across ``branches`` for the ``adaptive`` policy.
@@ -404,6 +403,7 @@ class Router:
             "audit": is_self,
             "random": True,
         }
+        flags["routable"] = any(flag and self._quota.get(b, 0.0) > _EPS for b, flag in flags.items())
         for branch, flag in flags.items():
             self._flags[branch].append(flag)
         if not group.is_unanimous:
@@ -456,19 +456,46 @@ class Router:
             rate = self._quota.get(branch, 0.0)
             behind = rate * self._step_seen - self._used_by[_REASON_OF[branch].value]  # labels behind that rate
             return rate / self._candidate_share(branch) * (1.0 + min(max(behind, 0.0), 1.0))
+        left = self._quota_left(branch)
+        if left <= _EPS:
+            return 0.0
+        return left / (1.0 + self._to_come() * self._candidate_share(branch))
+
+    def _to_come(self) -> float:
+        """Groups still expected in the step, discounted: arrivals are random, so the quantile pacing plans to
+        finish a little early (the step cap stops any overshoot) rather than hold quota at the step's end."""
+        return max((self._step_n or 0) - self._step_seen, 0) * (1.0 - _PACING_SLACK)
+
+    def _quota_left(self, branch: str) -> float:
+        """Labels ``branch`` may still place in the step: its own quota left plus what the other branches cannot
+        place with the candidates still expected."""
         left = self._quota.get(branch, 0.0) - self._used_by[_REASON_OF[branch].value]
-        # candidates still to come, discounted: arrivals are random, so plan to finish a little early (the
-        # step cap stops any overshoot) rather than be left with quota and no candidate at the step's end
-        to_come = max(self._step_n - self._step_seen, 0) * (1.0 - _PACING_SLACK)
-        spill = 0.0  # quota other branches cannot place with the candidates still expected
+        to_come = self._to_come()
         for other, quota in self._quota.items():
             if other != branch:
                 other_left = quota - self._used_by[_REASON_OF[other].value]
-                spill += max(other_left - to_come * self._candidate_share(other), 0.0)
-        left += spill
-        if left <= _EPS:
-            return 0.0
-        return left / (1.0 + to_come * self._candidate_share(branch))
+                left += max(other_left - to_come * self._candidate_share(other), 0.0)
+        return left
+
+    def _labels_left(self, branch: str) -> int:
+        """Whole labels ``branch`` may still place in the step (its quota left, within the step cap)."""
+        labels = int(np.ceil(self._quota_left(branch) - _EPS))
+        if self._step_cap is not None:
+            labels = min(labels, self._step_cap - self._step_used)
+        return labels
+
+    def _short_of_candidates(self) -> bool:
+        """Whether holding the step's labels back risks leaving one unspent: the chance that fewer routable
+        groups (candidates of a branch with quota) than labels left come in the rest of the step
+        (:func:`~coact_verl.router.select.shortfall_chance`, at the window's rate by the rule of succession)
+        exceeds ``_SHORTFALL_RISK``."""
+        budget = self._step_cap if self._step_cap is not None else self._step_budget
+        if self._step_n is None or budget is None:
+            return False
+        labels = int(np.ceil(budget - self._step_used - _EPS))
+        routable = self._flags["routable"]
+        rate = (sum(routable) + 1.0) / (len(routable) + 2.0)
+        return shortfall_chance(rate, max(self._step_n - self._step_seen, 0), labels) > _SHORTFALL_RISK
 
     def admit(self, branch: str, group: GroupView) -> bool:
         """Quota pacing for ``branch`` (one of ``low_agreement``, ``knn``, ``spot_check``, ``audit``, ``random``)."""
@@ -481,7 +508,7 @@ class Router:
         q = self._admit_share(branch)
         if q <= 0.0:
             return False
-        if q >= 1.0 - _EPS:
+        if q >= 1.0 - _EPS or self._short_of_candidates():
             return True
         if branch == "low_agreement":
             return admit_lowest(self._rho, _low_key(group), q, self.rng)
@@ -500,27 +527,21 @@ class Router:
         then says whether this group is worth more than keeping the label for the groups still to come. Unlike
         the quantile rule, it holds a label back when a better group is likely to come. A label is held only
         while the chance that too few candidates come to spend it (:func:`~coact_verl.router.select.
-        shortfall_chances`) stays below ``_SHORTFALL_RISK``, so the step's budget is spent.
+        shortfall_chance`) stays below ``_SHORTFALL_RISK``, so the step's budget is spent.
         """
         if self._step_n is None or len(self._rho) < _MIN_VALUE_WINDOW:
             return None
-        quota_left = self._quota.get("low_agreement", 0.0) - self._used_by[Reason.LOW_AGREEMENT.value]
-        labels = int(np.ceil(quota_left - _EPS))
-        if self._step_cap is not None:
-            labels = min(labels, self._step_cap - self._step_used)
+        labels = self._labels_left("low_agreement")
         if labels <= 0:
             return False
         groups_after = max(self._step_n - self._step_seen, 0)
-        if self._value_table is None or self._shortfall is None:
+        if self._value_table is None:
             keys, counts = np.unique(np.asarray(self._rho), return_counts=True)
-            candidate_share = self._candidate_share("low_agreement")
-            chances = counts / counts.sum() * candidate_share
+            chances = counts / counts.sum() * self._candidate_share("low_agreement")
             self._value_table = stopping_values(chances, 1.0 - keys, groups_after + 1, labels)
-            self._shortfall = shortfall_chances(candidate_share, groups_after + 1, labels)
         if take_now(self._value_table, 1.0 - _low_key(group), groups_after, labels):
             return True
-        m = min(groups_after, self._shortfall.shape[0] - 1)
-        return bool(self._shortfall[m, min(labels, self._shortfall.shape[1] - 1)] > _SHORTFALL_RISK)
+        return self._short_of_candidates()
 
     def admit_low_agreement(self, group: GroupView, share: float) -> bool:
         """Pacing test on the window of recent agreements of non-unanimous groups (``share`` of all groups)."""

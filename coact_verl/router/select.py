@@ -40,6 +40,7 @@ admitted share equals the target share exactly.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -237,29 +238,30 @@ def stopping_values(chances: np.ndarray, values: np.ndarray, groups_left: int, l
     return table
 
 
-def shortfall_chances(chance: float, groups_left: int, labels: int) -> NDArray[np.float64]:
-    """``S[m, k]``: probability that fewer than k candidates come among m groups, each a candidate w.p. ``chance``.
-
-    The binomial lower tail P(Bin(m, chance) < k), for m ≤ ``groups_left`` and k ≤ ``labels``; an online picker
-    that holds k labels with m groups to come ends the step with a label unspent at least this often.
-
-    Returns:
-        (groups_left + 1, labels + 1) array; ``S[:, 0] = 0``, ``S[0, k] = 1`` for k ≥ 1.
-    """
-    table = np.zeros((groups_left + 1, labels + 1))
-    if labels == 0:
-        return table
+def shortfall_chance(chance: float, groups: int, labels: int) -> float:
+    """P(Bin(groups, chance) < labels): the probability that fewer than ``labels`` candidates come among
+    ``groups`` groups, each a candidate with probability ``chance``. An online picker that holds ``labels``
+    labels with ``groups`` groups to come ends the step with a label unspent at least this often."""
+    if labels <= 0:
+        return 0.0
+    if labels > groups:
+        return 1.0
     p = min(max(float(chance), 0.0), 1.0)
-    dist = np.zeros(labels + 1)  # P(X = j) for j < labels; the last entry collects P(X >= labels)
-    dist[0] = 1.0
-    for m in range(groups_left + 1):
-        if m > 0:
-            grown = dist * (1.0 - p)
-            grown[1:] += dist[:-1] * p
-            grown[-1] += dist[-1] * p
-            dist = grown
-        table[m, 1:] = np.cumsum(dist[:-1])
-    return table
+    if p <= 0.0:
+        return 1.0
+    if p >= 1.0:
+        return 0.0
+    mean, sd = groups * p, math.sqrt(groups * p * (1.0 - p))
+    if mean - labels > 8.0 * sd + 1.0:  # far in the tail (< 1e-15): skip the sum
+        return 0.0
+    log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(groups + 1)
+    return min(
+        sum(
+            math.exp(log_n - math.lgamma(j + 1) - math.lgamma(groups - j + 1) + j * log_p + (groups - j) * log_q)
+            for j in range(labels)
+        ),
+        1.0,
+    )
 
 
 def take_now(table: np.ndarray, value: float, groups_after: int, labels_left: int) -> bool:

@@ -8,7 +8,7 @@ import pytest
 from coact_verl.config import RouterConfig
 from coact_verl.router import GroupView, Reason, Router
 from coact_verl.router.cli import route_rollouts
-from coact_verl.router.select import admit_highest, admit_lowest, shortfall_chances, stopping_values, take_now
+from coact_verl.router.select import admit_highest, admit_lowest, shortfall_chance, stopping_values, take_now
 from coact_verl.router.simulate import simulate_rows
 
 
@@ -170,15 +170,16 @@ def test_stopping_table_holds_a_label_for_a_likely_better_group():
     assert not take_now(table, 1.0, groups_after=2, labels_left=0)
 
 
-def test_shortfall_chances_are_the_binomial_lower_tail():
-    table = shortfall_chances(0.3, groups_left=12, labels=5)
-    assert table.shape == (13, 6)
-    for m in range(13):
-        for k in range(6):
-            exact = sum(math.comb(m, j) * 0.3**j * 0.7 ** (m - j) for j in range(min(k, m + 1)))
-            assert table[m, k] == pytest.approx(exact, abs=1e-12), (m, k)
-    assert shortfall_chances(1.0, 4, 3)[3].tolist() == [0.0, 0.0, 0.0, 0.0]  # every group a candidate
-    assert shortfall_chances(0.0, 4, 3)[4].tolist() == [0.0, 1.0, 1.0, 1.0]  # none ever comes
+def test_shortfall_chance_is_the_binomial_lower_tail():
+    for groups in range(13):
+        for labels in range(6):
+            exact = sum(math.comb(groups, j) * 0.3**j * 0.7 ** (groups - j) for j in range(min(labels, groups + 1)))
+            assert shortfall_chance(0.3, groups, labels) == pytest.approx(exact, abs=1e-12), (groups, labels)
+    assert shortfall_chance(0.999, 500, 3) == pytest.approx(0.0, abs=1e-300)
+    exact = sum(math.comb(1000, j) for j in range(450)) / 2**1000
+    assert shortfall_chance(0.5, 1000, 450) == pytest.approx(exact, rel=1e-9)  # about 7e-4
+    assert shortfall_chance(1.0, 4, 3) == 0.0 and shortfall_chance(0.0, 4, 3) == 1.0
+    assert shortfall_chance(0.9, 2, 3) == 1.0 and shortfall_chance(0.1, 5, 0) == 0.0
 
 
 def test_online_lowest_agreement_catches_almost_what_step_mode_catches():
