@@ -448,7 +448,7 @@ class Router:
 
     def _candidate_share(self, branch: str) -> float:
         flags = self._flags[branch]
-        return max(float(np.mean(flags)) if flags else 1.0, 1.0 / max(len(flags), 1))
+        return max(sum(flags) / len(flags) if flags else 1.0, 1.0 / max(len(flags), 1))
 
     def _admit_share(self, branch: str) -> float:
         """q: the share of ``branch``'s candidates to admit now so that its quota is spent by the step's end."""
