@@ -2,9 +2,10 @@
 
 Routes the rows of :func:`coact_verl.router.simulate.simulate_rows` with ``route_rollouts`` (what
 ``coact-verl route`` runs): 20% budget, steps of 64 groups in a seeded shuffled order, in step mode, online
-with each step's size announced (CoAct's trainer) and online unannounced (the rollout workers of verl's stock
-trainer). Per set and policy it prints the mean share of the best possible wrong-majority catches (Σ over steps
-of min(step budget, wrong majorities in the step)) and the lowest spend ratio over the seeds.
+with each step's size known (CoAct's trainer announces it; on verl's stock trainer the drop-in manager gives it)
+and online unannounced (a router never told the step size paces by the previous step's). Per set and policy it
+prints the mean share of the best possible wrong-majority catches (Σ over steps of min(step budget, wrong
+majorities in the step)) and the lowest spend ratio over the seeds.
 
 Sets: a weak model whose errors scatter (4 samples), confident errors clustered by topic (4 and 8 samples), and
 small runs of a strong model (200 prompts, 8 samples, 20-50% of groups unanimous), where a label left unspent at

@@ -16,6 +16,7 @@ from coact_verl.adapters.reward_manager import GroupGate
 from coact_verl.group.gate import Arrival, GateSetupError
 from coact_verl.oracle.local import start_local_service, stop_local_service
 from coact_verl.records import VALIDATE_KEY, PromptRow
+from coact_verl.router import LocalRouter
 
 TOKEN = "the-service-trainer-token"
 
@@ -154,3 +155,13 @@ def test_the_classic_adapter_marks_validation_batches_only():
     assert all(VALIDATE_KEY not in e for e in train.non_tensor_batch["extra_info"])
     assert train.non_tensor_batch["session_id"].tolist() == [0, 0]
     assert train.non_tensor_batch["global_steps"].tolist() == [2, 2]
+
+
+def test_the_gate_tells_its_router_the_step_size_of_the_stock_trainer(service, tmp_path):
+    """verl's stock trainer announces no step to CoAct's router: the gate gives it data.train_batch_size."""
+    job = _job(tmp_path, url=service, token=TOKEN)
+    job["data"] = {"train_batch_size": 48}
+    router = GroupGate(job).labeler.router
+    assert isinstance(router, LocalRouter) and router.service.groups_per_step == 48
+    del job["data"]
+    assert GroupGate(job).labeler.router.service.groups_per_step is None

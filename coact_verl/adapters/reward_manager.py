@@ -31,6 +31,7 @@ from coact_verl.group.labeler import response_finished, stop_token_ids
 from coact_verl.oracle.client import OracleSetupError
 from coact_verl.oracle.job import coact_config, ensure_oracle_service
 from coact_verl.records import PromptRow
+from coact_verl.router import LocalRouter, RouterClient, RouterService
 
 #: verl's V1 TransferQueue: its controller actor (name, namespace) and the partition of validation prompts.
 TQ_CONTROLLER, VALIDATION_PARTITION = ("TransferQueueController", "transfer_queue"), "val"
@@ -49,8 +50,15 @@ class GroupGate(RewardGate):
         except OracleSetupError as setup_error:
             url, error = None, str(setup_error)
         coact = coact_config(config)
+        # verl's stock trainer announces no step to the router: a step is data.train_batch_size groups
+        per_step = OmegaConf.select(config, "data.train_batch_size")
+        groups_per_step = int(per_step) if per_step else None
         # the job's router when the gate runs in a Ray job (as the drop-in manager starts it), else the gate's own
-        super().__init__(coact, url, error, router=job_router(coact) if ray.is_initialized() else None)
+        if ray.is_initialized():
+            router: RouterClient = job_router(coact, groups_per_step)
+        else:
+            router = LocalRouter(RouterService(coact.router, coact.oracle.budget_total, groups_per_step))
+        super().__init__(coact, url, error, router=router)
 
 
 #: verl's classic trainer feeds the reward manager through this agent-loop manager (or a subclass of it)

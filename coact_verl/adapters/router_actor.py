@@ -42,13 +42,14 @@ class RemoteRouter:
         ray.get(self.actor.load_state_dict.remote(dict(state)), timeout=TRAINER_CALL_TIMEOUT_S)
 
 
-def job_router(coact: CoActConfig) -> RemoteRouter:
+def job_router(coact: CoActConfig, groups_per_step: int | None = None) -> RemoteRouter:
     """The job's router actor, started with ``coact``'s router settings unless it runs already (the trainer starts
-    it before any rollout worker). Raises ``ValueError`` when the running router has other settings: every process
-    of a job must route by the same ``coact.router`` and ``coact.oracle.budget_total``."""
+    it before any rollout worker; ``groups_per_step``, for a router that no trainer announces steps to, applies
+    only when this call starts it). Raises ``ValueError`` when the running router has other settings: every
+    process of a job must route by the same ``coact.router`` and ``coact.oracle.budget_total``."""
     name = f"coact_router_{ray.get_runtime_context().get_job_id()}"
     actor = ray.remote(RouterService).options(name=name, get_if_exists=True, num_cpus=0)
-    handle = actor.remote(coact.router, coact.oracle.budget_total)
+    handle = actor.remote(coact.router, coact.oracle.budget_total, groups_per_step)
     running = ray.get(handle.settings_of.remote(), timeout=TRAINER_CALL_TIMEOUT_S)
     if running != (coact.router, coact.oracle.budget_total):
         raise ValueError(

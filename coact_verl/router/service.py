@@ -36,15 +36,20 @@ class RouterClient(Protocol):
 
 class RouterService:
     """The job's :class:`Router` with the step kept inside: the trainer announces each step
-    (:meth:`begin_step`), or else the first group of a later step starts it.
+    (:meth:`begin_step`), or else the first group of a later step starts it, as a step of ``groups_per_step``
+    groups when that is known (verl's stock trainer: ``data.train_batch_size`` prompts a step) and otherwise
+    paced by the previous step's size.
 
     verl's synchronous trainer finishes every group of a step before the next step's rollout, so a group of an
     earlier step (never seen in practice) is routed within the current one rather than rewinding the pacing.
     """
 
-    def __init__(self, cfg: RouterConfig, budget_total: int | None = None) -> None:
+    def __init__(self, cfg: RouterConfig, budget_total: int | None = None, groups_per_step: int | None = None) -> None:
+        if groups_per_step is not None and groups_per_step < 1:
+            raise ValueError(f"groups_per_step must be >= 1 (data.train_batch_size), got {groups_per_step}")
         self.router = Router(cfg, budget_total=budget_total)
         self.settings = (cfg, budget_total)
+        self.groups_per_step = groups_per_step
         self.step: int | None = None
 
     def settings_of(self) -> tuple[RouterConfig, int | None]:
@@ -58,8 +63,8 @@ class RouterService:
         self.router.begin_step(n_groups)
 
     def route(self, view: GroupView, step: int) -> Route:
-        if self.step is None or step > self.step:  # nobody announced this step: pace by the previous one
-            self.begin_step(step, None)
+        if self.step is None or step > self.step:  # nobody announced this step
+            self.begin_step(step, self.groups_per_step)
         return self.router.route_online(view)
 
     def observe(self, view: GroupView, route: Route, majority_correct: bool, labeled: bool, task: str) -> None:

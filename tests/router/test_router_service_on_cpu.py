@@ -11,6 +11,7 @@ import pytest
 
 from coact_verl.config import CoActConfig, RouterConfig
 from coact_verl.router import GroupView, LocalRouter, RouterService
+from coact_verl.router.simulate import simulate_rows
 from coact_verl.step import RouterHook, StepBatch, load_states, save_states
 
 
@@ -151,3 +152,23 @@ def test_an_announced_step_spends_exactly_its_budget_whatever_its_size(seed):
         service.begin_step(step, size)
         spent.append(sum(service.route(view, step).is_oracle for view in _stream(size, seed=seed * 10 + step)))
     assert spent == [10, 6, 10, 6]
+
+
+def test_a_known_step_size_routes_unannounced_steps_as_announced_ones():
+    """verl's stock trainer announces nothing; a router told data.train_batch_size (groups_per_step) routes each
+    step exactly as the announced path does, which catches more wrong majorities than pacing by the previous
+    step's size (shown on the scattered-error simulation: 0.860 vs 0.836 over 8 seeds)."""
+    rows = simulate_rows(640, 4, seed=5, skill=(1.2, 2.0), confident_wrong=(0.5, 3.0))
+    views = [GroupView(r["agreement"], unanimous=len(r["cluster_sizes"]) == 1, task="gsm8k") for r in rows]
+    cfg = RouterConfig(seed=5)
+    announced, told, untold = RouterService(cfg), RouterService(cfg, groups_per_step=64), RouterService(cfg)
+    routes: dict[str, list] = {"announced": [], "told": [], "untold": []}
+    for step, start in enumerate(range(0, len(views), 64), start=1):
+        announced.begin_step(step, 64)
+        for view in views[start : start + 64]:
+            for name, service in (("announced", announced), ("told", told), ("untold", untold)):
+                routes[name].append(service.route(view, step).action.value)
+    assert routes["told"] == routes["announced"]
+    assert routes["untold"] != routes["announced"]  # what the stock trainer's path did before
+    with pytest.raises(ValueError, match="train_batch_size"):
+        RouterService(cfg, groups_per_step=0)
