@@ -32,10 +32,13 @@ may route (ρ of non-unanimous groups; k-NN distances of self-band groups; befor
 of self-band groups). A candidate is admitted when its score lies in the best q of its branch's window,
 with q = (quota left) / (1 + expected candidates still to come in the step), so the quota is used up by
 the step's end; quota a branch cannot place with the candidates still expected flows to the others.
-When the step size is not announced (``begin_step(None)``) the router expects as many groups as the
-previous step had and caps the spend at ⌈s·seen⌉ at all times; in the very first such step it paces at
-the quota's rate. Ties in the windows (ρ takes few values) are broken at random so that the expected
-admitted share equals the target share exactly.
+``lowest_agreement`` (``paces_by_value``) instead takes a group unless the groups still to come are expected
+to put its label to better use (optimal stopping, :func:`stopping_values`). Whatever the policy, a group is
+admitted when holding the label back would risk, with probability above 0.1%, too few routable groups to
+come to spend the step's labels (:func:`shortfall_chance`). When the step size is not announced
+(``begin_step(None)``) the router expects as many groups as the previous step had and caps the spend at
+⌈s·seen⌉ at all times; in the very first such step it paces at the quota's rate. Ties in the windows (ρ takes
+few values) are broken at random so that the expected admitted share equals the target share exactly.
 """
 
 from __future__ import annotations
@@ -252,7 +255,7 @@ def shortfall_chance(chance: float, groups: int, labels: int) -> float:
     if p >= 1.0:
         return 0.0
     mean, sd = groups * p, math.sqrt(groups * p * (1.0 - p))
-    if mean - labels > 8.0 * sd + 1.0:  # far in the tail (< 1e-15): skip the sum
+    if mean - labels > 8.0 * sd + 1.0:  # eight standard deviations into the tail: negligible, skip the sum
         return 0.0
     log_p, log_q, log_n = math.log(p), math.log1p(-p), math.lgamma(groups + 1)
     return min(
