@@ -13,7 +13,9 @@ calibration and audit evolve as in training. Rows without gold teach the router 
 
 Output: one JSON line per group (``id``, ``step``, ``action``, ``reason``, ``band``, ``agreement``), and a
 summary printed as JSON (``--summary`` also writes it to a file): groups, steps, budget and spent, spend
-ratio, counts per action and per reason, and with gold the wrong majorities caught, the best possible
+ratio, the spendable budget (Σ over steps of min(step budget, groups the policy may route: unanimous ones only
+with spot checks, an audit or a policy that routes them)) and the share of it spent, counts per action and per
+reason, and with gold the wrong majorities caught, the best possible
 (Σ over steps of min(step budget, wrong majorities in the step)), their ratio, and the labels that changed
 the training target.
 """
@@ -145,7 +147,8 @@ def route_rollouts(
     records: list[dict[str, Any]] = []
     totals: Counter[str] = Counter()
     carry = 0.0
-    budget_sum = best = 0
+    budget_sum = best = spendable = 0
+    may_route_unanimous = router.policy.routes_unanimous or cfg.spot_check_rate > 0 or cfg.audit_share > 0
     for index, step_rows in enumerate(_steps(order, step_size)):
         prompts = [str(r.get("prompt") or "") for r in step_rows]
         emb = embedder.encode(prompts) if embedder is not None else None
@@ -190,6 +193,7 @@ def route_rollouts(
                     totals["caught"] += int(route.is_oracle)
                     totals["wrong_self_labelled"] += int(route.is_self)
         best += min(budget, wrong_in_step)
+        spendable += min(budget, sum(may_route_unanimous or not v.is_unanimous for v in views))
     spent = totals["action/oracle"]
     summary: dict[str, Any] = {
         "groups": len(order),
@@ -200,6 +204,8 @@ def route_rollouts(
         "budget": budget_sum,
         "spent": spent,
         "spent_ratio": spent / budget_sum if budget_sum else None,
+        "spendable": spendable,
+        "spent_of_spendable": spent / spendable if spendable else None,
         "actions": {k.split("/", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("action/")},
         "reasons": {k.split("/", 1)[1]: v for k, v in sorted(totals.items()) if k.startswith("reason/")},
         "reference_size": router.reference_size,

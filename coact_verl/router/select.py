@@ -141,10 +141,12 @@ class RoutingPolicy(Protocol):
 
     ``uses_knn``: the router keeps k-NN distances of self-band groups for it. ``paces_by_value``: its single
     low-agreement branch is paced online by optimal stopping (:func:`stopping_values`) rather than by quantiles.
+    ``routes_unanimous``: it may send unanimous groups to the oracle without spot checks or an audit.
     """
 
     uses_knn: bool
     paces_by_value: bool
+    routes_unanimous: bool
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]: ...
 
@@ -324,6 +326,7 @@ class CoActPolicy:
 
     uses_knn = True
     paces_by_value = False
+    routes_unanimous = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         cfg = ctx.cfg
@@ -370,6 +373,7 @@ class AdaptivePolicy:
 
     uses_knn = True
     paces_by_value = False
+    routes_unanimous = True
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         routes = _defaults(groups, ctx)
@@ -443,6 +447,7 @@ class LowestAgreementPolicy:
 
     uses_knn = False
     paces_by_value = True
+    routes_unanimous = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         routes = _defaults(groups, ctx)
@@ -468,6 +473,7 @@ class RandomPolicy:
 
     uses_knn = False
     paces_by_value = False
+    routes_unanimous = True
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         routes = _defaults(groups, ctx)
@@ -488,6 +494,7 @@ class SelfOnlyPolicy:
 
     uses_knn = False
     paces_by_value = False
+    routes_unanimous = False
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         return _defaults(groups, ctx)
@@ -502,6 +509,7 @@ class GoldAllPolicy:
 
     uses_knn = False
     paces_by_value = False
+    routes_unanimous = True
 
     def route_step(self, groups: Sequence[GroupView], budget: int, ctx: StepContext) -> list[Route]:
         return [oracle_route(Reason.ALL) for _ in groups]

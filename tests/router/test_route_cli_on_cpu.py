@@ -95,3 +95,19 @@ def test_default_policy_spends_labels_on_wrong_majorities(mode):
         assert summary["spent"] >= 0.98 * summary["budget"]
         caught[policy] = summary["caught_of_best"]
     assert caught[RouterConfig().policy] >= 0.8 and caught[RouterConfig().policy] > caught["coact"] + 0.05, caught
+
+
+@pytest.mark.parametrize("mode", ["step", "online"])
+def test_the_summary_counts_the_budget_the_policy_could_spend(mode):
+    """A strong model: in each step of 10 groups (2 labels) only one group disagrees. The default policy never
+    routes unanimous groups, so it can spend 1 label a step: spent_ratio 0.5, all of the spendable budget."""
+    rows = []
+    for i in range(40):
+        sizes = [5, 3] if i % 10 == 7 else [8]
+        rows.append({"id": i, "n": 8, "cluster_sizes": sizes, "agreement": sizes[0] / 8, "majority_correct": True})
+    for policy, spendable in (("lowest_agreement", 4), ("random", 8)):
+        _, summary = route_rollouts(rows, RouterConfig(policy=policy), mode=mode, step_size=10)
+        assert summary["budget"] == 8 and summary["spendable"] == spendable, summary
+        assert summary["spent"] == spendable and summary["spent_of_spendable"] == 1.0
+    _, summary = route_rollouts(rows, RouterConfig(spot_check_rate=0.5), mode=mode, step_size=10)
+    assert summary["spendable"] == 8  # spot checks may send unanimous groups
